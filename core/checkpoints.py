@@ -1,0 +1,58 @@
+"""Checkpoints of the whole training state (network, standardisation, optimiser slots, step).
+
+`tf.train.CheckpointManager` writes the data files first and then swaps the `checkpoint` index
+in with an atomic rename, so a kill mid-save leaves the previous checkpoint the latest one.
+A state with any non-finite Variable is never saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+
+from core.errors import RunDirError
+from core.network import Regressor
+from core.optimizers import Optimizer
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def tracked(model: Regressor, optimizer: Optimizer) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+
+
+class Checkpointer:
+    def __init__(self, run_dir: str | Path, model: Regressor, optimizer: Optimizer, keep: int = 3) -> None:
+        self.directory = Path(run_dir) / CHECKPOINT_DIR
+        self.model, self.optimizer = model, optimizer
+        self.checkpoint = tracked(model, optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=keep,
+                                                  step_counter=optimizer.iterations)
+        self.last_saved: int | None = None
+
+    def finite(self) -> bool:
+        variables = [*self.model.trainable_variables, *self.model.norm.variables, *self.optimizer.variables]
+        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if v.dtype.is_floating)
+
+    def save(self) -> str | None:
+        """Save at the current step unless a Variable is non-finite; return the path or None."""
+        step = int(self.optimizer.iterations.numpy())
+        if step == self.last_saved or not self.finite():
+            return None
+        path = self.manager.save(checkpoint_number=step)
+        self.last_saved = step
+        return path
+
+    def restore_latest(self) -> int:
+        """Restore the newest checkpoint; return its step. RunDirError when none or unreadable."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            raise RunDirError(f"{self.directory.parent}: no checkpoint to resume from (in {self.directory})")
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched().expect_partial()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunDirError(f"{latest}: corrupt or incompatible checkpoint ({first[:160]})") from None
+        self.last_saved = int(self.optimizer.iterations.numpy())
+        return self.last_saved

@@ -1,0 +1,116 @@
+"""Everything needed to rebuild a run, as one validated record (written to RUN_DIR/config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, RunDirError
+
+MODES = ("eager", "graph", "xla", "fused")
+GRADS = ("tape", "chain")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None  # CSV path; None = the lecture's 19 built-in rows
+    target: str | None = None  # target column name or index; None = the last column
+    features: list[str] | None = None  # feature columns; None = every column but the target
+    hidden: list[int] = field(default_factory=lambda: [2])  # hidden widths, each >= 1; [] = one Dense layer
+    activation: str = "linear"  # hidden activation: linear, relu, tanh, sigmoid (output is linear)
+    loss: str = "mse"  # mse, half_mse (the lecture's 1/2m), mae, huber (delta 1)
+    optimizer: str = "adam"  # sgd, momentum, nesterov, adam
+    learning_rate: float = 0.05  # > 0; a Variable, so changing it never retraces
+    momentum: float = 0.9  # in [0, 1), for momentum and nesterov
+    beta_1: float = 0.9  # Adam, in [0, 1)
+    beta_2: float = 0.999  # Adam, in [0, 1)
+    epsilon: float = 1e-7  # Adam, > 0
+    steps: int = 2000  # total step budget of the run (a resumed run continues up to it), >= 1
+    batch_size: int = 0  # rows per step; 0 or >= rows = full batch; else seeded shuffle, remainder dropped
+    mode: str = "fused"  # eager, graph (tf.function), xla (jit_compile, 1 step/call), fused (K steps/call)
+    steps_per_call: int = 100_000  # fused: the most steps one compiled call runs (its loss buffer size), >= 1
+    target_loss: float = 1e-10  # stop once the training loss is <= this (0 = never); standardised units
+    grad: str = "tape"  # gradient route in the step: tape (autodiff) or chain (hand-written backprop)
+    dtype: str = "float32"  # float32 or float64, for weights, optimiser state and data
+    seed: int = 0  # initial weights and batch order; the same seed gives the same weights, bit for bit
+    standardize: bool = True  # train on (x - mean) / std and (z - mean) / std; the model still maps raw x to raw z
+    checkpoint_every: int = 1000  # steps between checkpoints (at call boundaries in fused mode), >= 1
+    keep_checkpoints: int = 3  # checkpoints kept on disk, >= 1
+
+    def validate(self) -> TrainConfig:
+        """Raise ConfigError naming the first field out of range; return self when all are valid."""
+        def positive(name: str, value: float) -> None:
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name.replace('_', ' ')}: must be > 0, got {value}")
+
+        positive("learning_rate", self.learning_rate)
+        for name in ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints"):
+            positive(name, getattr(self, name))
+            if int(getattr(self, name)) != getattr(self, name):
+                raise ConfigError(f"{name.replace('_', ' ')}: must be a whole number, got {getattr(self, name)}")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch size: must be >= 0 (0 = full batch), got {self.batch_size}")
+        for i, w in enumerate(self.hidden):
+            if w < 1:
+                raise ConfigError(f"hidden: width {i + 1} is {w}; every width must be >= 1")
+        if not (math.isfinite(self.target_loss) and self.target_loss >= 0):
+            raise ConfigError(f"target loss: must be >= 0, got {self.target_loss}")
+        from core import activations, losses, optimizers
+
+        activations.check_activation(self.activation)
+        losses.check_loss(self.loss)
+        choices_of = (("optimizer", self.optimizer, optimizers.OPTIMIZERS), ("mode", self.mode, MODES),
+                      ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES))
+        for name, value, choices in choices_of:
+            if value not in choices:
+                raise ConfigError(f"{name}: unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        optimizers.make(self.optimizer, self.learning_rate, momentum=self.momentum, beta_1=self.beta_1,
+                        beta_2=self.beta_2, epsilon=self.epsilon)
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field {unknown[0]!r}")
+        try:
+            return cls(**d).validate()
+        except TypeError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunDirError(f"{p.parent}: not a run directory (no config.json)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirError(f"{p}: unreadable config ({e})") from None
+        if not isinstance(d, dict):
+            raise RunDirError(f"{p}: unreadable config (not a JSON object)")
+        return cls.from_dict(d, str(p))
+
+
+# Fields that may differ between a run and its resumption: they do not change the trajectory.
+RESUMABLE_FIELDS = ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints", "mode", "target_loss")
+
+
+def resume_mismatch(old: TrainConfig, new: TrainConfig) -> str | None:
+    """The first field that differs between a run's config and a resumption's, or None."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in RESUMABLE_FIELDS:
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a != b:
+            return f"{f.name} (run has {a!r}, resume asks {b!r})"
+    return None

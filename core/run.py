@@ -1,0 +1,237 @@
+"""A training run and its directory: config.json, history.csv, metrics.json, loss.png, checkpoints/.
+
+`train` creates or resumes a run and drives the compiled step in chunks; `load_run` rebuilds a
+finished run's network (and optimiser) from its config and newest checkpoint. The Python side does
+per-call work only: in fused mode one call runs many steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from core import data as data_mod
+from core import losses
+from core.checkpoints import Checkpointer
+from core.config import TrainConfig, resume_mismatch
+from core.errors import RunDirError
+from core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
+
+CONFIG, METRICS, HISTORY, PLOT = "config.json", "metrics.json", "history.csv", "loss.png"
+CALL_SECONDS = 0.3  # fused mode sizes each call to last about this long
+
+
+@dataclass
+class Progress:
+    step: int  # global steps done
+    total: int  # the run's step budget
+    loss: float  # last step's loss
+    steps_per_second: float  # over this invocation
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    trainer: Trainer
+    metrics: dict = field(default_factory=dict)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_run(path: Path) -> bool:
+    return (path / CONFIG).is_file()
+
+
+def prepare_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse to clobber: an existing non-empty RUN_DIR needs --resume or --force."""
+    if resume:
+        if not is_run(run_dir):
+            raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG}); nothing to resume")
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: exists and is not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise RunDirError(f"{run_dir}: already exists; use --resume to continue it or --force to replace it")
+        if not is_run(run_dir):
+            raise RunDirError(f"{run_dir}: exists and is not a run directory; --force only replaces runs")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"{run_dir}: cannot write there ({e.strerror})") from None
+
+
+def read_history(run_dir: Path, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, losses) from history.csv, keeping only steps < `upto` when given."""
+    path = run_dir / HISTORY
+    if not path.exists():
+        return np.zeros(0, np.int64), np.zeros(0)
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
+    steps = np.array([int(r[0]) for r in rows], np.int64)
+    vals = np.array([float(r[1]) for r in rows])
+    if upto is not None:
+        keep = steps < upto
+        steps, vals = steps[keep], vals[keep]
+    return steps, vals
+
+
+def write_history(run_dir: Path, steps: np.ndarray, vals: np.ndarray) -> None:
+    lines = ["step,loss"] + [f"{s},{v!r}" for s, v in zip(steps.tolist(), vals.tolist())]
+    write_atomic(run_dir / HISTORY, "\n".join(lines) + "\n")
+
+
+def append_history(run_dir: Path, start: int, vals: np.ndarray) -> None:
+    with open(run_dir / HISTORY, "a", encoding="utf-8") as f:
+        f.write("".join(f"{start + i},{float(v)!r}\n" for i, v in enumerate(vals)))
+
+
+def plot_loss(run_dir: Path, steps: np.ndarray, vals: np.ndarray, title: str) -> None:
+    """loss.png: training loss against step on a log scale, like the lecture's plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    finite = np.isfinite(vals) & (vals > 0)
+    ax.plot(steps[finite], vals[finite], lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = run_dir / ".loss.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, run_dir / PLOT)
+
+
+def summary(trainer: Trainer) -> dict:
+    """Raw-unit quality of the trained network on its training data, its affine map, (3, 2)."""
+    d = trainer.data
+    pred = trainer.model.predict(d.x)
+    out: dict = {f"train_{k}": v for k, v in losses.metrics(pred, d.z).items()}
+    if trainer.model.mlp.is_linear():
+        w, b = trainer.model.affine_map()
+        out["affine_map"] = {"W": w[:, 0].tolist() if w.shape[1] == 1 else w.tolist(),
+                             "b": b.tolist() if b.size > 1 else float(b[0])}
+    if d.x.shape[1] == 2:
+        out["prediction_at_3_2"] = trainer.model.predict(np.array([[3.0, 2.0]]))[0].tolist()
+    return out
+
+
+def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force: bool = False,
+          progress: Callable[[Progress], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> Result:
+    """Train (or resume) a run in `run_dir` up to `config.steps` total steps; return its metrics."""
+    config.validate()
+    run_dir = Path(run_dir)
+    prepare_dir(run_dir, resume, force)
+    if resume:
+        old = TrainConfig.load(run_dir / CONFIG)
+        diff = resume_mismatch(old, config)
+        if diff:
+            raise RunDirError(f"{run_dir}: --resume with a different {diff}")
+    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
+    trainer = Trainer(config, dataset)
+    ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)
+    if resume:
+        start = ckpt.restore_latest()
+        steps, vals = read_history(run_dir, upto=start)
+        write_history(run_dir, steps, vals)
+    else:
+        write_history(run_dir, np.zeros(0, np.int64), np.zeros(0))
+    write_atomic(run_dir / CONFIG, config.to_json())
+
+    t0 = time.perf_counter()
+    first_step = trainer.step
+    compile_seconds = _warm_up(trainer)
+    stopped, diverged_at, last_loss, compute = STEPS, None, math.nan, 0.0
+    n = 1000 if config.mode == "fused" else 100
+    while trainer.step < config.steps:
+        if should_stop():
+            stopped = INTERRUPTED
+            break
+        next_ckpt = (trainer.step // config.checkpoint_every + 1) * config.checkpoint_every
+        todo = min(n, config.steps - trainer.step, next_ckpt - trainer.step)
+        tc = time.perf_counter()
+        chunk = trainer.run_chunk(todo)
+        took = time.perf_counter() - tc
+        compute += took
+        append_history(run_dir, chunk.start, chunk.losses)
+        if len(chunk.losses):
+            last_loss = float(chunk.losses[-1])
+        if config.mode == "fused" and len(chunk.losses) == todo:
+            n = int(min(trainer.steps_per_call, max(1000, todo * CALL_SECONDS / max(took, 1e-6))))
+        if trainer.step % config.checkpoint_every == 0 or chunk.stopped:
+            ckpt.save()
+        if progress:
+            progress(Progress(trainer.step, config.steps, last_loss,
+                              (trainer.step - first_step) / max(time.perf_counter() - t0, 1e-9)))
+        if chunk.stopped:
+            stopped = chunk.stopped
+            if stopped == DIVERGED:
+                diverged_at = chunk.start + len(chunk.losses) - 1
+            break
+    seconds = time.perf_counter() - t0
+    ckpt.save()
+    ran = trainer.step - first_step
+    steps, vals = read_history(run_dir)
+    metrics = {
+        "final_loss": last_loss if math.isfinite(last_loss) else str(last_loss),
+        "steps": trainer.step,
+        "steps_this_invocation": ran,
+        "seconds": seconds,
+        "compile_seconds": compile_seconds,
+        "compute_seconds": compute,
+        "us_per_step": compute / ran * 1e6 if ran else None,
+        "mode": config.mode,
+        "stopped_because": stopped,
+        "diverged_at_step": diverged_at,
+        "last_checkpoint_step": ckpt.last_saved,
+        "loss_units": "standardised" if config.standardize else "raw",
+    }
+    if stopped != DIVERGED:
+        metrics.update(summary(trainer))
+    write_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    plot_loss(run_dir, steps, vals, f"{config.mode}, {config.optimizer}, lr {config.learning_rate:g}")
+    return Result(run_dir, trainer, metrics)
+
+
+def _warm_up(trainer: Trainer) -> float:
+    """Compile the fused loop with a zero-step call, so its compile time is measured apart."""
+    if trainer.config.mode != "fused":
+        return 0.0
+    t = time.perf_counter()
+    trainer.compiled()(tf.constant(0, tf.int32))
+    return time.perf_counter() - t
+
+
+def load_run(run_dir: str | Path) -> Trainer:
+    """Rebuild a run's Trainer (network, optimiser, data) from config.json and the newest checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    config = TrainConfig.load(run_dir / CONFIG)
+    trainer = Trainer(config, data_mod.load(config.data, config.target, config.features, config.dtype))
+    Checkpointer(run_dir, trainer.model, trainer.optimizer).restore_latest()
+    return trainer

@@ -1,0 +1,177 @@
+"""The training step and the four ways of running it.
+
+One plain `train_step` holds the maths: take the batch for the current step, compute the loss
+and its gradient (tape or hand-written chain rule), and apply the optimiser unless the loss is
+non-finite. It is wrapped once, by mode, and cached:
+
+- eager: called as is (debugging, the baseline);
+- graph: `tf.function`;
+- xla:   `tf.function(jit_compile=True)`, one step per call;
+- fused: up to K steps inside one XLA-compiled `tf.while_loop` per call; each step's loss goes
+  into a preallocated buffer and the loop stops early at the target loss or a non-finite loss.
+
+The step counter is the optimiser's `iterations` Variable, and the batch for step s is a pure
+function of (seed, s), so a checkpoint of the network and optimiser is the whole training state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from core import gradients, optimizers
+from core.config import TrainConfig
+from core.data import Dataset
+from core.network import Regressor
+
+DIVERGED, TARGET, STEPS, INTERRUPTED = "diverged", "target", "steps", "interrupted"
+
+
+@dataclass
+class Chunk:
+    """What one call of the compiled step (or fused loop) did."""
+
+    start: int  # global step index of the first step run
+    losses: np.ndarray  # loss of each step run, in order (the last may be non-finite)
+    stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
+
+
+def build_model(config: TrainConfig, n_in: int, n_out: int) -> Regressor:
+    return Regressor([n_in, *config.hidden, n_out], config.activation, config.seed, tf.as_dtype(config.dtype))
+
+
+def build_optimizer(config: TrainConfig) -> optimizers.Optimizer:
+    return optimizers.make(config.optimizer, config.learning_rate, tf.as_dtype(config.dtype), config.momentum,
+                           config.beta_1, config.beta_2, config.epsilon)
+
+
+class Trainer:
+    """A network, its optimiser and its data, with the compiled step of every mode."""
+
+    def __init__(self, config: TrainConfig, data: Dataset, model: Regressor | None = None,
+                 optimizer: optimizers.Optimizer | None = None) -> None:
+        self.config = config.validate()
+        self.data = data
+        dtype = tf.as_dtype(config.dtype)
+        self.model = model or build_model(config, data.x.shape[1], data.z.shape[1])
+        if model is None and config.standardize:
+            self.model.norm.fit(data.x.astype(np.float64), data.z.astype(np.float64))
+        self.optimizer = optimizer or build_optimizer(config)
+        if not self.optimizer.built:
+            self.optimizer.build(self.model.weights)
+        # Standardised training data as Variables: captured by reference, never baked into a trace.
+        xs = self.model.norm.x_in(tf.constant(data.x, dtype))
+        zs = self.model.norm.z_in(tf.constant(data.z, dtype))
+        self.x = tf.Variable(xs, trainable=False, name="x")  # (rows, n_in)
+        self.z = tf.Variable(zs, trainable=False, name="z")  # (rows, n_out)
+        self.rows = data.rows
+        bs = config.batch_size
+        self.batch_size = self.rows if bs == 0 or bs >= self.rows else bs
+        self.batches_per_epoch = self.rows // self.batch_size  # remainder rows are dropped each epoch
+        self.target = tf.Variable(config.target_loss, dtype=dtype, trainable=False, name="target_loss")
+        self._grad = gradients.ROUTES[config.grad]
+        self._compiled: dict[str, Callable] = {}
+        self.steps_per_call = int(config.steps_per_call)
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def batch(self, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows for global step `step`: all rows, or slice `step % nb` of epoch `step // nb`'s
+        permutation, drawn from a stateless RNG seeded with (seed, epoch)."""
+        if self.batch_size == self.rows:
+            return self.x, self.z
+        nb = tf.constant(self.batches_per_epoch, tf.int64)
+        epoch = step // nb
+        seed = tf.stack([tf.constant(self.config.seed, tf.int64), epoch])
+        perm = tf.argsort(tf.random.stateless_uniform([self.rows], seed=seed, dtype=tf.float32))  # (rows,)
+        idx = tf.slice(perm, [tf.cast((step % nb) * self.batch_size, tf.int32)], [self.batch_size])
+        return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
+
+    def train_step(self) -> tf.Tensor:
+        """One step: loss at the current weights, then the update unless that loss is non-finite."""
+        x, z = self.batch(self.optimizer.iterations)
+        loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
+        weights = self.model.weights
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply_gradients(grads, weights)
+            return tf.constant(True)
+
+        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        return loss
+
+    def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K)."""
+        k = self.steps_per_call
+        dtype = tf.as_dtype(self.config.dtype)
+
+        def cond(i, hist, done):
+            return tf.logical_and(i < n, tf.logical_not(done))
+
+        def body(i, hist, done):
+            loss = self.train_step()
+            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
+            done = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
+            return i + 1, hist, done
+
+        hist0 = tf.fill([k], tf.constant(float("nan"), dtype))  # (K,)
+        i, hist, _ = tf.while_loop(cond, body, (tf.constant(0, tf.int32), hist0, tf.constant(False)),
+                                   maximum_iterations=k)
+        return i, hist
+
+    def compiled(self, mode: str | None = None) -> Callable:
+        """The step function of `mode` (default: the config's), built once and cached."""
+        mode = mode or self.config.mode
+        if mode not in self._compiled:
+            if mode == "eager":
+                fn = self.train_step
+            elif mode == "graph":
+                fn = tf.function(self.train_step, autograph=False)
+            elif mode == "xla":
+                fn = tf.function(self.train_step, jit_compile=True, autograph=False)
+            elif mode == "fused":
+                fn = tf.function(self.fused_steps, jit_compile=True, autograph=False)
+            else:
+                raise ValueError(mode)
+            self._compiled[mode] = fn
+        return self._compiled[mode]
+
+    def run_chunk(self, n: int, mode: str | None = None) -> Chunk:
+        """Run up to `n` steps (one compiled call in fused mode, `n` calls otherwise)."""
+        mode = mode or self.config.mode
+        start = self.step
+        target = float(self.target.numpy())
+        fn = self.compiled(mode)
+        if mode == "fused":
+            ran, hist = fn(tf.constant(min(n, self.steps_per_call), tf.int32))
+            losses = hist.numpy()[: int(ran)]
+        else:
+            out = []
+            for _ in range(n):
+                loss = float(fn())
+                out.append(loss)
+                if not math.isfinite(loss) or loss <= target:
+                    break
+            losses = np.asarray(out, dtype=self.config.dtype)
+        stopped = None
+        if len(losses) and not np.isfinite(losses[-1]):
+            stopped = DIVERGED
+        elif len(losses) and losses[-1] <= target:
+            stopped = TARGET
+        return Chunk(start, losses, stopped)
+
+    def variables_finite(self) -> bool:
+        tracked = [*self.model.weights, *[v for vs in self.optimizer.slots.values() for v in vs]]
+        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in tracked)
+
+    def loss_now(self) -> float:
+        """The full-data training loss at the current weights (standardised units)."""
+        from core import losses
+
+        return float(losses.get(self.config.loss)(self.model.mlp(self.x), self.z))

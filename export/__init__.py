@@ -1,0 +1,1 @@
+"""Export of trained networks to SavedModel and ONNX, and the equivalence report."""

@@ -1,0 +1,1 @@
+"""TensorBoard profiler sessions, summaries, XLA IR inspection, hot-path report and benchmarks."""

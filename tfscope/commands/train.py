@@ -1,0 +1,138 @@
+"""`tfscope train` and the training flags shared with `tfscope run`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from tfscope.cli import fail
+
+
+def widths(text: str) -> list[int]:
+    """'2' -> [2], '64,32' -> [64, 32], '' or 'none' -> [] (a single Dense layer)."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be comma-separated whole numbers, got {text!r}") from None
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    from core.config import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="CSV", help="CSV file with a header row (default: the lecture's 19 rows)")
+    g.add_argument("--target", help="target column name or index (default: the last column)")
+    g.add_argument("--features", help="comma-separated feature columns (default: all but the target)")
+    g = p.add_argument_group("network and training")
+    g.add_argument("--hidden", type=widths, default=d.hidden, help="hidden widths, e.g. 2 or 64,64 (default: 2)")
+    g.add_argument("--activation", default=d.activation, help="linear, relu, tanh, sigmoid (default: linear)")
+    g.add_argument("--loss", default=d.loss, help="mse, half_mse, mae, huber (default: mse)")
+    g.add_argument("--optimizer", default=d.optimizer, help="sgd, momentum, nesterov, adam (default: adam)")
+    g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=d.learning_rate,
+                   help=f"learning rate > 0 (default: {d.learning_rate})")
+    g.add_argument("--momentum", type=float, default=d.momentum, help=f"momentum in [0, 1) (default: {d.momentum})")
+    g.add_argument("--steps", type=int, default=d.steps, help=f"total step budget of the run (default: {d.steps})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="rows per step; 0 = full batch (default); the last short batch of an epoch is dropped")
+    g.add_argument("--mode", default=d.mode, help="eager, graph, xla, fused (default: fused)")
+    g.add_argument("--steps-per-call", type=int, default=d.steps_per_call,
+                   help=f"fused mode: most steps per compiled call (default: {d.steps_per_call:,})")
+    g.add_argument("--target-loss", type=float, default=d.target_loss,
+                   help=f"stop when the training loss is <= this; 0 = never (default: {d.target_loss:g})")
+    g.add_argument("--grad", default=d.grad, help="gradient route: tape or chain (default: tape)")
+    g.add_argument("--dtype", default=d.dtype, help="float32 or float64 (default: float32)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for weights and batch order (default: 0)")
+    g.add_argument("--no-standardize", dest="standardize", action="store_false",
+                   help="train on raw x and z (the lecture's way; needs a much smaller learning rate)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help=f"steps between checkpoints (default: {d.checkpoint_every:,})")
+
+
+def config_from_args(args: argparse.Namespace):
+    from core.config import TrainConfig
+
+    features = None
+    if args.features is not None:
+        features = [c.strip() for c in args.features.split(",") if c.strip()]
+    target = args.target
+    return TrainConfig(data=args.data, target=target, features=features, hidden=args.hidden,
+                       activation=args.activation, loss=args.loss, optimizer=args.optimizer,
+                       learning_rate=args.learning_rate, momentum=args.momentum, steps=args.steps,
+                       batch_size=args.batch_size, mode=args.mode, steps_per_call=args.steps_per_call,
+                       target_loss=args.target_loss, grad=args.grad, dtype=args.dtype, seed=args.seed,
+                       standardize=args.standardize, checkpoint_every=args.checkpoint_every).validate()
+
+
+def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
+    """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
+    from core import run as run_mod
+    from tfscope.progress import ProgressBar
+
+    config = config_from_args(args)
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = ProgressBar()
+    try:
+        result = run_mod.train(config, out, resume=resume, force=force, progress=bar,
+                               should_stop=lambda: stop["asked"])
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    return result
+
+
+def print_summary(result) -> None:
+    m = result.metrics
+    print(f"run:        {result.run_dir}")
+    print(f"stopped:    {m['stopped_because']} after {m['steps']:,} steps"
+          f" ({m['steps_this_invocation']:,} in this invocation)")
+    print(f"final loss: {m['final_loss']:.6g} ({m['loss_units']} units)" if isinstance(m["final_loss"], float)
+          else f"final loss: {m['final_loss']}")
+    us = m["us_per_step"]
+    print(f"wall time:  {m['seconds']:.3f} s (compile {m['compile_seconds']:.3f} s),"
+          f" {us:.3f} us/step in {m['mode']} mode" if us is not None else f"wall time:  {m['seconds']:.3f} s")
+    if "affine_map" in m:
+        w, b = m["affine_map"]["W"], m["affine_map"]["b"]
+        if isinstance(b, float):
+            names = result.trainer.data.features
+            terms = " + ".join(f"{wi:.6g}*{n}" for wi, n in zip(w, names))
+            print(f"affine map: {result.trainer.data.targets[0]} = {terms} + {b:.6g}")
+    if "prediction_at_3_2" in m:
+        print(f"predict(3, 2) = {m['prediction_at_3_2'][0]:.6f}")
+    if "train_rmse" in m:
+        print(f"train fit:  RMSE {m['train_rmse']:.3g}, MAE {m['train_mae']:.3g}, R^2 {m['train_r2']:.9f}")
+    if m["stopped_because"] == "diverged":
+        last = m["last_checkpoint_step"]
+        print(f"diverged:   the loss became non-finite at step {m['diverged_at_step']:,}; the last finite "
+              f"checkpoint is step {last}. Try a smaller --lr"
+              + (" or drop --no-standardize" if not result.trainer.config.standardize else "") + ".")
+    if m["stopped_because"] == "interrupted":
+        print(f"interrupted: checkpoint saved at step {m['steps']:,}; continue with "
+              f"`tfscope train --out {result.run_dir} --resume` and the same flags.")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume and args.force:
+        fail("train: --resume and --force exclude each other")
+    result = run_training(args, Path(args.out), args.resume, args.force)
+    print_summary(result)
+    if result.metrics["stopped_because"] == "interrupted":
+        return 130
+    return 1 if result.metrics["stopped_because"] == "diverged" else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a network with the compiled custom loop")
+    p.add_argument("--out", default="runs/lecture", metavar="RUN_DIR", help="run directory (default: runs/lecture)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its newest checkpoint")
+    p.add_argument("--force", action="store_true", help="replace an existing run in RUN_DIR")
+    add_train_flags(p)
+    p.set_defaults(func=cmd_train)
