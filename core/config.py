@@ -36,6 +36,7 @@ class TrainConfig:
     steps_per_call: int = 100_000  # fused: the most steps one compiled call runs (its loss buffer size), >= 1
     target_loss: float = 1e-10  # stop once the training loss is <= this (0 = never); standardised units
     grad: str = "tape"  # gradient route in the step: tape (autodiff) or chain (hand-written backprop)
+    rule: str = "backprop"  # backprop (any network), or one Dense layer: delta, lms, perceptron, hebbian, oja
     dtype: str = "float32"  # float32 or float64, for weights, optimiser state and data
     seed: int = 0  # initial weights and batch order; the same seed gives the same weights, bit for bit
     standardize: bool = True  # train on (x - mean) / std and (z - mean) / std; the model still maps raw x to raw z
@@ -60,9 +61,10 @@ class TrainConfig:
                 raise ConfigError(f"hidden: width {i + 1} is {w}; every width must be >= 1")
         if not (math.isfinite(self.target_loss) and self.target_loss >= 0):
             raise ConfigError(f"target loss: must be >= 0, got {self.target_loss}")
-        from core import activations, losses, optimizers
+        from core import activations, losses, optimizers, rules
 
         activations.check_activation(self.activation)
+        rules.check_rule(self.rule, self.hidden)
         losses.check_loss(self.loss)
         choices_of = (("optimizer", self.optimizer, optimizers.OPTIMIZERS), ("mode", self.mode, MODES),
                       ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from core import gradients, optimizers
+from core import gradients, optimizers, rules
 from core.config import TrainConfig
 from core.data import Dataset
 from core.network import Regressor
@@ -74,6 +74,7 @@ class Trainer:
         self.batches_per_epoch = self.rows // self.batch_size  # remainder rows are dropped each epoch
         self.target = tf.Variable(config.target_loss, dtype=dtype, trainable=False, name="target_loss")
         self._grad = gradients.ROUTES[config.grad]
+        self.rule = rules.make(config.rule, self.model.mlp.layers, config.loss, zs.numpy())  # None = backprop
         self._compiled: dict[str, Callable] = {}
         self.steps_per_call = int(config.steps_per_call)
 
@@ -96,6 +97,16 @@ class Trainer:
     def train_step(self) -> tf.Tensor:
         """One step: loss at the current weights, then the update unless that loss is non-finite."""
         x, z = self.batch(self.optimizer.iterations)
+        if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
+            loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
+
+            def apply() -> tf.Tensor:
+                self.rule.assign(new_w, new_b)
+                self.optimizer.iterations.assign_add(1)
+                return tf.constant(True)
+
+            tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+            return loss
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
         weights = self.model.weights
 

@@ -44,6 +44,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-loss", type=float, default=d.target_loss,
                    help=f"stop when the training loss is <= this; 0 = never (default: {d.target_loss:g})")
     g.add_argument("--grad", default=d.grad, help="gradient route: tape or chain (default: tape)")
+    g.add_argument("--rule", default=d.rule,
+                   help="learning rule: backprop (default), or with --hidden none: delta (batch), lms (per-sample "
+                        "delta), perceptron, hebbian, oja")
     g.add_argument("--dtype", default=d.dtype, help="float32 or float64 (default: float32)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed for weights and batch order (default: 0)")
     g.add_argument("--no-standardize", dest="standardize", action="store_false",
@@ -63,7 +66,7 @@ def config_from_args(args: argparse.Namespace):
                        activation=args.activation, loss=args.loss, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, momentum=args.momentum, steps=args.steps,
                        batch_size=args.batch_size, mode=args.mode, steps_per_call=args.steps_per_call,
-                       target_loss=args.target_loss, grad=args.grad, dtype=args.dtype, seed=args.seed,
+                       target_loss=args.target_loss, grad=args.grad, rule=args.rule, dtype=args.dtype, seed=args.seed,
                        standardize=args.standardize, checkpoint_every=args.checkpoint_every).validate()
 
 
