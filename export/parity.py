@@ -1,0 +1,163 @@
+"""The equivalence report: every runtime against the live eager network on the saved inputs.
+
+`verify(export_dir)` rebuilds the live network from the export's own checkpoint, runs the seeded
+inputs of inputs.npz through every runtime (export/runtimes.py), compares each with eager by
+Polygraphy's rules (export/compare.py), localises the first failure to a stage
+(export/localize.py), writes parity.json and returns the Report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ConfigError, RunDirError
+from export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare
+from export.inputs import INPUTS, load_inputs
+from export.live import LIVE, load_live
+from export.localize import Localisation, localise
+from export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
+
+SAVED_MODEL, ONNX_FILE, PARITY = "saved_model", "model.onnx", "parity.json"
+
+
+@dataclass
+class Report:
+    export_dir: str
+    dtype: str
+    atol: float
+    rtol: float
+    inputs: dict[str, list[int]]  # input set -> shape
+    comparisons: list[Comparison]  # one per (runtime, input), RUNTIMES order then input order
+    summaries: list[Comparison]  # one per runtime, all inputs pooled
+    localisation: Localisation | None = None  # of the first failing pair, when there is one
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    @property
+    def first_failure(self) -> Comparison | None:
+        return next((c for c in self.comparisons if not c.passed), None)
+
+    def failure_line(self) -> str | None:
+        """One line naming the first failing pair, input and row (and the diverging stage)."""
+        f = self.first_failure
+        if f is None:
+            return None
+        why = []
+        if not f.shape_ok:
+            why.append(f"shape {f.got_shape} != {f.ref_shape}")
+        if not f.dtype_ok:
+            why.append(f"dtype {f.got_dtype} != {f.ref_dtype}")
+        if f.nan_got or f.nan_ref:
+            why.append(f"{f.nan_got + f.nan_ref} NaN")
+        if f.failed_elements and f.shape_ok:
+            why.append(f"{f.failed_elements} element(s) beyond atol {f.atol:g} and rtol {f.rtol:g}, "
+                       f"max abs {f.max_abs:.3g}, max rel {f.max_rel:.3g}")
+        line = (f"{f.runtime} vs {EAGER} differs on input {f.input!r} (first at row {f.first_failed_row}): "
+                + "; ".join(why))
+        loc = self.localisation
+        if loc is not None:
+            line += (f"; first diverging stage: {loc.first_diverging}" if loc.first_diverging
+                     else "; no single stage diverges beyond tolerance")
+        return line
+
+    def to_dict(self) -> dict:
+        return {
+            "export_dir": self.export_dir, "dtype": self.dtype, "atol": self.atol, "rtol": self.rtol,
+            "reference": EAGER, "runtimes": {k: DESCRIPTIONS[k] for k in (EAGER, *RUNTIMES)},
+            "passed": self.passed, "first_failure": self.failure_line(), "inputs": self.inputs,
+            "summaries": [c.to_dict() for c in self.summaries],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "localisation": self.localisation.to_dict() if self.localisation else None,
+            "notes": self.notes,
+        }
+
+    def table(self, detail: bool = False) -> str:
+        """The human table: one row per runtime (all inputs pooled), or per (runtime, input)."""
+        rows = self.comparisons if detail else self.summaries
+        head = ["runtime vs eager", "input", "max abs", "mean abs", "median abs", "max rel", "min atol",
+                "min rtol", "shape", "dtype", "nan/inf", "result"]
+        body = [[c.runtime, c.input, _g(c.max_abs), _g(c.mean_abs), _g(c.median_abs), _g(c.max_rel),
+                 _g(c.min_atol), _g(c.min_rtol), "ok" if c.shape_ok else "DIFF", "ok" if c.dtype_ok else "DIFF",
+                 f"{c.nan_got}/{c.inf_got}", "pass" if c.passed else "FAIL"] for c in rows]
+        lines = [f"equivalence with the live eager network ({self.dtype}, atol {self.atol:g}, rtol {self.rtol:g};"
+                 f" {sum(s[0] for s in self.inputs.values()):,} rows in {len(self.inputs)} input sets)",
+                 *_format(head, body)]
+        loc = self.localisation
+        if loc is not None:
+            lines.append(f"localisation of {loc.runtime} on input {loc.input!r}:")
+            lines += _format(["stage", "max abs", "max rel", "result"],
+                             [[c.output, _g(c.max_abs), _g(c.max_rel), "pass" if c.passed else "FAIL"]
+                              for c in loc.stages])
+            if loc.missing:
+                lines.append(f"  (not in this runtime's graph, folded away: {', '.join(loc.missing)})")
+        verdict = "PASS: every runtime matches" if self.passed else f"FAIL: {self.failure_line()}"
+        lines.append(verdict)
+        return "\n".join(lines)
+
+
+def _g(v: float) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _format(head: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return [fmt(head), fmt(["-" * w for w in widths]), *[fmt(r) for r in body]]
+
+
+def check_tolerance(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"--{name}: must be a finite number >= 0, got {value}")
+
+
+def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None = None,
+           write: bool = True) -> Report:
+    """Run the export's inputs through every runtime; compare with eager; write parity.json."""
+    d = Path(export_dir)
+    check_tolerance("atol", atol)
+    check_tolerance("rtol", rtol)
+    if not d.is_dir():
+        raise RunDirError(f"{d}: no such export directory")
+    for part in (SAVED_MODEL, ONNX_FILE, INPUTS, LIVE):
+        if not (d / part).exists():
+            raise RunDirError(f"{d}: not a complete export directory (no {part})")
+    model, _ = load_live(d / LIVE)
+    dtype = model.dtype.name
+    atol = DEFAULT_TOLERANCE[dtype] if atol is None else float(atol)
+    rtol = DEFAULT_TOLERANCE[dtype] if rtol is None else float(rtol)
+    try:
+        sets = load_inputs(d / INPUTS)
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{d / INPUTS}: unreadable ({e})") from None
+    runtimes = all_runtimes(model, d / SAVED_MODEL, d / ONNX_FILE)
+    reference = runtimes[EAGER]
+    refs = {name: reference.run(x) for name, x in sets.items()}
+    comparisons, summaries = [], []
+    for rt in RUNTIMES:
+        parts, gots = [], []
+        for name, x in sets.items():
+            got = runtimes[rt].run(x)
+            parts.append(compare(refs[name], got, atol, rtol, rt, name))
+            gots.append(got)
+        comparisons += parts
+        summaries.append(combine(parts, list(refs.values()), gots))
+    report = Report(str(d), dtype, atol, rtol, {k: list(v.shape) for k, v in sets.items()}, comparisons, summaries)
+    first = report.first_failure
+    if first is not None:
+        report.localisation = localise(reference, runtimes[first.runtime], sets[first.input], first.input, atol, rtol)
+    if write:
+        write_report(d / PARITY, report)
+    return report
+
+
+def write_report(path: Path, report: Report) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,59 @@
+"""The one serving module per trained network: raw x in, raw z out, standardisation folded in.
+
+`serve` is the exported function (signature `serving_default`: input `x`, output `z`). It is a
+plain `tf.function` with an explicit, named input signature and no `jit_compile`: XLA-compiled
+functions have been reported to change their outputs after a SavedModel reload. `layers` returns
+every stage's output under the same names and name scopes, so a mismatch can be traced to the
+first stage that diverges, in the SavedModel (signature `layers`) and in the ONNX graph (whose
+node names keep the scopes).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from core.network import Regressor
+
+SERVING, LAYERS = "serving_default", "layers"
+INPUT, OUTPUT = "x", "z"
+STANDARDIZE, UNSTANDARDIZE = "standardize", "unstandardize"
+
+
+def stage_names(model: Regressor) -> list[str]:
+    """Names of the stages in order: standardised input, each Dense layer, raw output."""
+    return [STANDARDIZE, *[f"layer_{i}" for i in range(len(model.mlp.layers))], UNSTANDARDIZE]
+
+
+class ExportModule(tf.Module):
+    """Wraps a Regressor for export; tracks its Variables so SavedModel saves them."""
+
+    def __init__(self, model: Regressor) -> None:
+        super().__init__(name="export")
+        self.model = model
+        spec = tf.TensorSpec([None, model.mlp.sizes[0]], model.dtype, name=INPUT)
+        self.serve = tf.function(self._serve, input_signature=[spec], autograph=False)
+        self.layers = tf.function(self._layers, input_signature=[spec], autograph=False)
+
+    def _stages(self, x: tf.Tensor) -> list[tf.Tensor]:
+        """The same ops as Regressor.__call__, each stage under its own name scope."""
+        with tf.name_scope(STANDARDIZE):
+            h = self.model.norm.x_in(x)  # (batch, n_in)
+        outs = [h]
+        for i, layer in enumerate(self.model.mlp.layers):
+            with tf.name_scope(f"layer_{i}"):
+                h = layer(h)  # (batch, width_i)
+            outs.append(h)
+        with tf.name_scope(UNSTANDARDIZE):
+            outs.append(self.model.norm.z_out(h))  # (batch, n_out)
+        return outs
+
+    def _serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT: self._stages(x)[-1]}
+
+    def _layers(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return dict(zip(stage_names(self.model), self._stages(x)))
+
+
+def live_stages(model: Regressor, x: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Stage outputs of the live network through its own `layer_outputs` (the reference route)."""
+    return dict(zip(stage_names(model), model.layer_outputs(x)))

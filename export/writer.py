@@ -1,0 +1,141 @@
+"""`export_run`: a trained run to EXPORT_DIR (saved_model/, model.onnx, inputs.npz, live/,
+export.json, parity.json), written atomically.
+
+Everything is written into a temporary directory beside EXPORT_DIR and renamed into place only
+once complete and checked, so a crash or a kill never leaves a half export at EXPORT_DIR. An
+existing EXPORT_DIR is refused unless `force`, and even then replaced only after the new export
+is complete. Temporary directories left by a killed export are removed by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from core.errors import ConfigError, RunDirError
+from core.network import Regressor
+from export.inputs import INPUTS, make_inputs, save_inputs
+from export.live import LIVE, save_live
+from export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
+from export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
+
+MARKER = "export.json"
+DEFAULT_OPSET = 17
+OPSETS = range(13, 19)  # what tf2onnx 1.17 converts to and this project checks: 13 to 18
+BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
+PARTIAL = ".partial-"
+
+
+def check_opset(opset: int) -> int:
+    if opset not in OPSETS:
+        raise ConfigError(f"--opset: {opset} is not supported; choose {OPSETS.start} to {OPSETS.stop - 1} "
+                          f"(tf2onnx 1.17 converts opsets up to 18; default {DEFAULT_OPSET})")
+    return opset
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse to clobber: an existing EXPORT_DIR needs --force, and --force only replaces exports."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise RunDirError(f"{out}: already exists; use --force to replace it")
+        if not (out.is_dir() and (out / MARKER).is_file()):
+            raise RunDirError(f"{out}: exists and is not an export directory; --force only replaces exports")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> None:
+    """Delete temporary directories of earlier exports to `out` whose process has died."""
+    for p in out.parent.glob(f".{out.name}{PARTIAL}*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def write_onnx(module: ExportModule, path: Path, opset: int) -> None:
+    """Convert `serve` with tf2onnx, name the batch dimension, check the model fully, save it."""
+    import onnx
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    proto, _ = tf2onnx.convert.from_function(module.serve, input_signature=module.serve.input_signature,
+                                             opset=opset)
+    names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
+    if names != ([INPUT], [OUTPUT]):
+        raise RuntimeError(f"ONNX graph has inputs {names[0]} and outputs {names[1]}; expected [x] and [z]")
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def write_export(model: Regressor, x_train, directory: Path, opset: int, info: dict,
+                 run_config: Path | None = None) -> None:
+    """Write every export file of `model` into `directory` (not atomic by itself)."""
+    module = ExportModule(model)
+    save_live(model, directory / LIVE, info, run_config)
+    save_inputs(directory / INPUTS, make_inputs(x_train))
+    tf.saved_model.save(module, str(directory / SAVED_MODEL),
+                        signatures={SERVING: module.serve, LAYERS: module.layers})
+    write_onnx(module, directory / ONNX_FILE, opset)
+    meta = {"format": "tfscope-export", "version": 1, "opset": opset, "input": INPUT, "output": OUTPUT,
+            "files": [SAVED_MODEL, ONNX_FILE, INPUTS, LIVE, PARITY], **info}
+    (directory / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def commit(tmp: Path, out: Path) -> None:
+    """Move the complete export into place; an old one is removed only after the swap."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, force: bool = False,
+               atol: float | None = None, rtol: float | None = None) -> Report:
+    """Export the run's newest checkpoint to `out_dir`, verify it, and return the equivalence report."""
+    from core.run import CONFIG, load_run
+
+    check_opset(opset)
+    run_dir, out = Path(run_dir), Path(out_dir)
+    check_target(out, force)
+    trainer = load_run(run_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"{out.parent}: cannot create ({e.strerror})") from None
+    remove_stale(out)
+    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    info = {"run_dir": str(run_dir.resolve()), "step": trainer.step, "features": list(trainer.data.features),
+            "targets": list(trainer.data.targets), "tensorflow": tf.__version__}
+    try:
+        tmp.mkdir()
+        write_export(trainer.model, trainer.data.x, tmp, opset, info, run_dir / CONFIG)
+        report = verify(tmp, atol, rtol, write=False)
+        report.export_dir = str(out)
+        write_report(tmp / PARITY, report)
+        check_target(out, force)
+        commit(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
