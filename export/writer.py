@@ -17,25 +17,17 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from core.errors import ConfigError, RunDirError
+from core.errors import RunDirError
 from core.network import Regressor
 from export.inputs import INPUTS, make_inputs, save_inputs
 from export.live import LIVE, save_live
+from export.opset import DEFAULT_OPSET, check_opset
 from export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
 from export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
 
 MARKER = "export.json"
-DEFAULT_OPSET = 17
-OPSETS = range(13, 19)  # what tf2onnx 1.17 converts to and this project checks: 13 to 18
 BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
 PARTIAL = ".partial-"
-
-
-def check_opset(opset: int) -> int:
-    if opset not in OPSETS:
-        raise ConfigError(f"--opset: {opset} is not supported; choose {OPSETS.start} to {OPSETS.stop - 1} "
-                          f"(tf2onnx 1.17 converts opsets up to 18; default {DEFAULT_OPSET})")
-    return opset
 
 
 def check_target(out: Path, force: bool) -> None:
