@@ -1,0 +1,228 @@
+"""The lecture network on the lecture data, run the ways a user otherwise would and this project's way.
+
+- `LectureLoop`: the lecture's `custom_train` as written: a Keras Model (Input(2) -> Dense(2) ->
+  Dense(1)), an eager `tf.GradientTape` step, `keras.optimizers.Adam()` (its defaults), MSE and a
+  MAE metric read and reset every step, full batch of the 19 rows as integer arrays.
+- Keras 3 `model.fit` with the same model, optimiser, loss and metric, for a given `jit_compile`
+  and `steps_per_execution`. The 19 rows are repeated so one epoch holds many full-batch steps
+  (batch 19, no shuffle): every step sees exactly the lecture's batch.
+- This project's `Trainer` in its four modes, and its default `tfscope train` path.
+
+Per-step timings share `profiling.bench`'s harness; time to solution runs from the start of
+training (compilation included, TensorFlow import excluded) until the prediction at (3, 2) is
+within the tolerance of 14 (z = 2x + 3y + 2).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from core import data as data_mod
+from core.config import TrainConfig
+from core.trainer import Trainer
+from profiling.bench import Timing, measure, summarize
+
+POINT, TRUTH, TOLERANCE = (3.0, 2.0), 14.0, 1e-3  # the lecture's test point, its true z, the goal
+MODES = ("eager", "graph", "xla", "fused")
+
+
+def lecture_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 19 lecture rows as the lecture feeds them: int64 arrays read from the CSV, x (19, 2), z (19, 1)."""
+    d = data_mod.builtin()
+    return d.x.astype(np.int64), d.z.astype(np.int64)
+
+
+def lecture_model(seed: int = 0):
+    """The lecture's network: keras.Input(shape=(2,)), Dense(2), Dense(1), no activation."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    input_layer = keras.Input(shape=(2,))
+    hidden_layer = keras.layers.Dense(2)(input_layer)
+    output_layer = keras.layers.Dense(1)(hidden_layer)
+    return keras.Model(input_layer, output_layer)
+
+
+class LectureLoop:
+    """The lecture's eager training loop, line for line (its printing aside)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        import keras
+
+        self.model = lecture_model(seed)
+        self.optimizer = keras.optimizers.Adam()
+        self.loss_fn = keras.losses.MeanSquaredError()
+        self.metric = keras.metrics.MeanAbsoluteError()
+        self.x, self.z = lecture_arrays()
+        self.epoch = 0
+
+    def train_step(self, x, y) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss_value = self.loss_fn(y, logits)
+        grads = tape.gradient(loss_value, self.model.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
+        self.metric.update_state(y, logits)
+        return loss_value
+
+    def run_epoch(self, loss_threshold: float = 0.01) -> bool:
+        """One pass of the lecture's `for epoch` body: step, metric, the every-50 values it prints,
+        the threshold test, the metric reset. Returns whether the lecture would stop here."""
+        loss_value = self.train_step(self.x, self.z)
+        train_acc = self.metric.result()
+        if self.epoch % 50 == 0:
+            float(train_acc), float(loss_value)  # the two values the lecture prints
+        stop = bool(loss_value <= loss_threshold)
+        self.metric.reset_state()
+        self.epoch += 1
+        return stop
+
+    def steps(self, n: int) -> None:
+        for _ in range(n):
+            self.run_epoch()
+
+    def predict_point(self) -> float:
+        return float(self.model(np.array([POINT], np.float32))[0, 0])
+
+
+def time_lecture_loop(window: int = 20, warmup: int = 1, repeats: int = 5) -> Timing:
+    """Seconds per step of the lecture's loop."""
+    loop = LectureLoop()
+    return measure(lambda: loop.steps(window), per=window, warmup=warmup, repeats=repeats)
+
+
+def keras_fit_model(jit_compile: bool, steps_per_execution: int, seed: int = 0):
+    """The lecture model compiled for `fit` with the lecture's optimiser, loss and metric."""
+    import keras
+
+    model = lecture_model(seed)
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse", metrics=["mae"],
+                  jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    return model
+
+
+def repeated_rows(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 19 rows repeated `steps` times in order, so batch 19 without shuffle gives `steps`
+    identical full-batch steps per epoch: x (19 * steps, 2), z (19 * steps, 1)."""
+    d = data_mod.builtin()
+    return np.tile(d.x, (steps, 1)), np.tile(d.z, (steps, 1))
+
+
+def _epoch_clock():
+    """A Keras callback recording (start, end) perf_counter times of every epoch."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spans: list[tuple[float, float]] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.spans.append((self._t0, time.perf_counter()))
+
+    return EpochClock()
+
+
+def time_keras_fit(jit_compile: bool, steps_per_execution: int, window: int, warmup: int = 1,
+                   repeats: int = 5) -> Timing:
+    """Seconds per step of `model.fit`: each epoch is one window of `window` full-batch steps;
+    the first `warmup` epochs (tracing, compiling) are dropped, the next `repeats` are timed."""
+    model = keras_fit_model(jit_compile, steps_per_execution)
+    x, z = repeated_rows(window)
+    clock = _epoch_clock()
+    model.fit(x, z, batch_size=19, epochs=warmup + repeats, shuffle=False, verbose=0, callbacks=[clock])
+    samples = [(end - start) / window for start, end in clock.spans[warmup:]]
+    return summarize(samples, window)
+
+
+def project_trainer(steps_per_call: int = 100_000) -> Trainer:
+    """This project's Trainer on the lecture data with default settings, never stopping early."""
+    return Trainer(TrainConfig(target_loss=0.0, steps_per_call=steps_per_call), data_mod.builtin())
+
+
+def time_project_mode(mode: str, window: int, warmup: int = 1, repeats: int = 5) -> Timing:
+    """Seconds per step of this project's `mode` through `Trainer.run_chunk` (the path `tfscope
+    train --mode MODE` takes). In fused mode one window is one compiled call of `window` steps."""
+    trainer = project_trainer(steps_per_call=window if mode == "fused" else 100_000)
+
+    def chunk() -> None:
+        ran = len(trainer.run_chunk(window, mode).losses)
+        if ran != window:
+            raise RuntimeError(f"{mode} mode ran {ran} of {window} steps (the loss became non-finite)")
+
+    return measure(chunk, per=window, warmup=warmup, repeats=repeats)
+
+
+@dataclass
+class Solution:
+    """Wall time from the start of training until |prediction at (3, 2) - 14| <= tolerance."""
+
+    seconds: float  # wall time (the cap when not reached)
+    steps: int  # training steps taken
+    reached: bool  # whether the tolerance was met before the cap
+    prediction: float  # the prediction at (3, 2) when the clock stopped
+    cap_seconds: float | None = None  # the time cap, for runs that have one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def solved(prediction: float) -> bool:
+    return abs(prediction - TRUTH) <= TOLERANCE
+
+
+def lecture_time_to_solution(cap_seconds: float, check_every: int = 50) -> Solution:
+    """The lecture's loop, run on past its own loss threshold, checking (3, 2) every `check_every` steps."""
+    loop = LectureLoop()
+    t0 = time.perf_counter()
+    steps, pred = 0, loop.predict_point()
+    while not solved(pred) and time.perf_counter() - t0 < cap_seconds:
+        loop.steps(check_every)
+        steps += check_every
+        pred = loop.predict_point()
+    return Solution(time.perf_counter() - t0, steps, solved(pred), pred, cap_seconds)
+
+
+def keras_fit_time_to_solution(jit_compile: bool, steps_per_execution: int, cap_seconds: float,
+                               check_every: int = 500) -> Solution:
+    """`model.fit` in epochs of `check_every` full-batch steps, checking (3, 2) after each epoch."""
+    import keras
+
+    model = keras_fit_model(jit_compile, steps_per_execution)
+    x, z = repeated_rows(check_every)
+    point = np.array([POINT], np.float32)
+    state = {"steps": 0, "pred": float("nan")}
+
+    class Check(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            state["steps"] += check_every
+            state["pred"] = float(model(point)[0, 0])
+            if solved(state["pred"]) or time.perf_counter() - t0 >= cap_seconds:
+                model.stop_training = True
+
+    t0 = time.perf_counter()
+    model.fit(x, z, batch_size=19, epochs=10**9, shuffle=False, verbose=0, callbacks=[Check()])
+    return Solution(time.perf_counter() - t0, state["steps"], solved(state["pred"]), state["pred"], cap_seconds)
+
+
+def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solution, dict]:
+    """`tfscope train`'s path (core.run.train, default TrainConfig) into a temporary run directory:
+    the whole call, run directory and loss plot included. Returns the solution and the run's metrics."""
+    from core.run import train
+
+    config = config or TrainConfig()
+    with tempfile.TemporaryDirectory(prefix="tfscope-bench-") as tmp:
+        t0 = time.perf_counter()
+        result = train(config, Path(tmp) / "run")
+        seconds = time.perf_counter() - t0
+    pred = float(result.metrics.get("prediction_at_3_2", [float("nan")])[0])
+    return Solution(seconds, int(result.metrics["steps"]), solved(pred), pred), result.metrics

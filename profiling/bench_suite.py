@@ -1,0 +1,310 @@
+"""`tfscope bench`: every benchmark in one process, then one table, bench.json and bench.png.
+
+Four parts (see bench_lecture, bench_compute, bench_inference): the lecture network per step,
+time to solution, a compute-bound network against the machine's matmul rate, and inference.
+`Plan` holds the window sizes and repeat counts; `QUICK` is a reduced plan for smoke tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from profiling import bench_compute, bench_lecture
+from profiling.bench import Timing, progress, ratio
+
+JSON_FILE, PNG_FILE = "bench.json", "bench.png"
+US, MS = 1e6, 1e3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Windows (units of work per timed repeat), repeats and caps of one bench run."""
+
+    repeats: int = 5  # timed windows per benchmark (after one warm-up window)
+    lecture_window: int = 20  # steps of the lecture's eager loop per window
+    fit_window_spe1: int = 200  # fit steps per window at steps_per_execution 1
+    fit_window_spe100: int = 2000  # fit steps per window at steps_per_execution 100
+    eager_window: int = 20  # this project's eager mode
+    graph_window: int = 200  # graph and xla modes
+    fused_steps: int = 100_000  # steps per fused call (one call per window), target loss 0
+    lecture_cap_seconds: float = 120.0  # time to solution: the lecture's loop stops here if not solved
+    lecture_check_every: int = 50  # time to solution: lecture steps between checks of (3, 2)
+    fit_cap_seconds: float = 120.0  # time to solution: Keras fit stops here if not solved
+    fit_check_every: int = 200  # time to solution: fit steps between checks of (3, 2)
+    compute_window: int = 10  # compute-bound steps per window (fit: one epoch = window steps)
+    matmul_n: int = 2048  # the ceiling's square matmul size
+    matmul_window: int = 2  # matmuls per window
+    inference_calls: int = 200  # calls per inference repeat (after 20 warm-up calls)
+    inference_warmup: int = 20
+
+
+FULL = Plan()
+QUICK = Plan(repeats=2, lecture_window=5, fit_window_spe1=20, fit_window_spe100=200, eager_window=5,
+             graph_window=20, fused_steps=10_000, lecture_cap_seconds=1.0, lecture_check_every=5,
+             fit_cap_seconds=1.5, compute_window=1, matmul_n=1024, matmul_window=1, inference_calls=20,
+             inference_warmup=5)
+
+FIT_SETTINGS = ((False, 1), (False, 100), (True, 1), (True, 100))  # (jit_compile, steps_per_execution)
+FLOP_FORMULA = ("step FLOPs = 3 * F, F = forward = 2 * B * sum(in * out) over the Dense layers, backward ~ 2F; "
+                "matmul FLOPs = 2 * n^3")
+
+
+def fit_name(jit: bool, spe: int) -> str:
+    return f"Keras fit, jit {'on' if jit else 'off'}, steps_per_execution {spe}"
+
+
+def machine() -> dict:
+    import keras
+    import onnxruntime
+    import tensorflow as tf
+
+    return {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "platform": platform.platform()}
+
+
+def _timed(label: str, scale: float, unit: str, fn: Callable[..., Timing], *args) -> Timing:
+    """`fn(*args)`, with one progress line giving its median in `unit` (seconds * `scale`)."""
+    t0 = time.perf_counter()
+    timing = fn(*args)
+    progress(f"{label}: {timing.median * scale:,.3f} {unit} (median of {timing.repeats}; "
+             f"{time.perf_counter() - t0:.1f} s)")
+    return timing
+
+
+def _row(name: str, timing: Timing, scale: float) -> dict:
+    return {"name": name, **timing.to_dict(scale)}
+
+
+def per_step(plan: Plan) -> dict:
+    """Part 1: microseconds per training step of the lecture network, and each one's ratio to fused."""
+    r = plan.repeats
+    t = _timed("lecture loop", US, "us/step", bench_lecture.time_lecture_loop, plan.lecture_window, 1, r)
+    rows = [_row("lecture loop (eager tape, Keras Adam, MSE, MAE metric)", t, US)]
+    for jit, spe in FIT_SETTINGS:
+        window = plan.fit_window_spe1 if spe == 1 else plan.fit_window_spe100
+        t = _timed(fit_name(jit, spe), US, "us/step", bench_lecture.time_keras_fit, jit, spe, window, 1, r)
+        rows.append({**_row(fit_name(jit, spe), t, US), "jit_compile": jit, "steps_per_execution": spe})
+    windows = {"eager": plan.eager_window, "graph": plan.graph_window, "xla": plan.graph_window,
+               "fused": plan.fused_steps}
+    for mode, window in windows.items():
+        label = f"tfscope {mode}" + (f" ({window:,} steps per call)" if mode == "fused" else "")
+        t = _timed(label, US, "us/step", bench_lecture.time_project_mode, mode, window, 1, r)
+        rows.append({**_row(label, t, US), "mode": mode})
+    fused = rows[-1]["median"]
+    for row in rows:
+        row["ratio_to_fused"] = ratio(row["median"], fused)
+    return {"unit": "us/step", "baseline": rows[-1]["name"], "rows": rows}
+
+
+def best_fit(part1: dict) -> dict:
+    """The fastest Keras fit row of part 1."""
+    return min((row for row in part1["rows"] if "steps_per_execution" in row), key=lambda row: row["median"])
+
+
+def time_to_solution(plan: Plan, part1: dict) -> dict:
+    """Part 2: wall time until |prediction at (3, 2) - 14| <= 1e-3, compilation included."""
+    rows = []
+    t = time.perf_counter()
+    lec = bench_lecture.lecture_time_to_solution(plan.lecture_cap_seconds, plan.lecture_check_every)
+    progress(f"time to solution, lecture loop: {lec.seconds:.2f} s, {lec.steps:,} steps, "
+             f"{'solved' if lec.reached else 'cap reached'} ({time.perf_counter() - t:.1f} s)")
+    rows.append({"name": "lecture loop", **lec.to_dict()})
+    best = best_fit(part1)
+    jit, spe = best["jit_compile"], best["steps_per_execution"]
+    fit = bench_lecture.keras_fit_time_to_solution(jit, spe, plan.fit_cap_seconds, plan.fit_check_every)
+    progress(f"time to solution, {fit_name(jit, spe)}: {fit.seconds:.2f} s, {fit.steps:,} steps, "
+             f"{'solved' if fit.reached else 'cap reached'}")
+    rows.append({"name": fit_name(jit, spe), **fit.to_dict(), "check_every": plan.fit_check_every})
+    own, metrics = bench_lecture.project_time_to_solution()
+    progress(f"time to solution, tfscope train (defaults): {own.seconds:.2f} s, {own.steps:,} steps, "
+             f"{'solved' if own.reached else 'not solved'}")
+    rows.append({"name": "tfscope train (default config)", **own.to_dict(),
+                 "compile_seconds": metrics["compile_seconds"], "train_loop_seconds": metrics["seconds"]})
+    # The lecture's loop and Keras fit run the same algorithm from the same initial weights, so fit's
+    # step count, times the lecture's measured seconds per step, projects the lecture's own time.
+    lecture_us = part1["rows"][0]["median"]
+    projected = fit.steps * lecture_us / US if fit.reached else None
+    return {"unit": "s", "point": list(bench_lecture.POINT), "truth": bench_lecture.TRUTH,
+            "tolerance": bench_lecture.TOLERANCE, "rows": rows, "lecture_projected_seconds": projected,
+            "lecture_projection": "Keras fit's steps to solution x the lecture loop's median seconds per step"}
+
+
+def compute_bound(plan: Plan) -> dict:
+    """Part 3: ms per step and GFLOP/s of the 784-1024-1024-10 network, and % of the matmul ceiling."""
+    r, w = plan.repeats, plan.compute_window
+    flops = bench_compute.step_flops()
+    mm = _timed(f"matmul {plan.matmul_n}x{plan.matmul_n} (XLA)", MS, "ms/matmul", bench_compute.time_matmul,
+                plan.matmul_n, plan.matmul_window, 1, r)
+    ceiling = bench_compute.gflops(bench_compute.matmul_flops(plan.matmul_n), mm.median)
+    rows = []
+    for name, fn in (("tfscope xla", bench_compute.time_project),
+                     ("Keras fit, jit on, steps_per_execution 10", bench_compute.time_keras_fit)):
+        t = _timed(f"compute-bound, {name}", MS, "ms/step", fn, w, 1, r)
+        g = bench_compute.gflops(flops, t.median)
+        rows.append({**_row(name, t, MS), "gflops": g, "pct_of_ceiling": 100 * g / ceiling})
+    return {"unit": "ms/step", "sizes": list(bench_compute.SIZES), "batch": bench_compute.BATCH,
+            "flops_per_step": flops, "flop_formula": FLOP_FORMULA, "rows": rows,
+            "ceiling": {**_row(f"matmul {plan.matmul_n}x{plan.matmul_n} float32, XLA", mm, MS),
+                        "unit": "ms/matmul", "flops": bench_compute.matmul_flops(plan.matmul_n), "gflops": ceiling}}
+
+
+def inference(plan: Plan) -> dict:
+    """Part 4: per-call latency of the SavedModel and onnxruntime at batch 1 and 1024."""
+    from profiling.bench_inference import time_inference
+
+    t0 = time.perf_counter()
+    timings = time_inference(calls=plan.inference_calls, warmup=plan.inference_warmup, repeats=plan.repeats)
+    rows = []
+    for (runtime, batch), t in sorted(timings.items(), key=lambda kv: (kv[0][1], kv[0][0] != "savedmodel")):
+        rows.append({"runtime": runtime, "batch": batch, **t.to_dict(US), "calls_per_s": 1 / t.median,
+                     "rows_per_s": batch / t.median})
+        progress(f"inference, {runtime}, batch {batch}: {t.median * US:,.1f} us/call")
+    progress(f"inference done ({time.perf_counter() - t0:.1f} s)")
+    return {"unit": "us/call", "rows": rows}
+
+
+def figures(result: dict) -> list[dict]:
+    """The goals of the benchmark and what this run got."""
+    fused = result["per_step"]["rows"][-1]["median"]
+    best = best_fit(result["per_step"])
+    lecture = result["per_step"]["rows"][0]
+    tts = {row["name"]: row for row in result["time_to_solution"]["rows"]}
+    own = tts["tfscope train (default config)"]
+    lec = tts["lecture loop"]
+    cb = result["compute_bound"]["rows"]
+    inf = {(row["runtime"], row["batch"]): row for row in result["inference"]["rows"]}
+    out = [
+        {"figure": f"fused vs {best['name']} (per step)", "goal": 300.0, "got": ratio(best["median"], fused)},
+        {"figure": "fused vs the lecture loop (per step)", "goal": 10_000.0, "got": ratio(lecture["median"], fused)},
+        {"figure": "time to solution: lecture loop / tfscope train", "goal": 50.0,
+         "got": ratio(lec["seconds"], own["seconds"]),
+         "note": None if lec["reached"] else f"lecture unsolved at its {lec['cap_seconds']:g} s cap: a lower bound"},
+        {"figure": "compute-bound: Keras fit time / tfscope xla time", "goal": 1.0, "got": ratio(cb[1]["median"],
+                                                                                              cb[0]["median"])},
+        {"figure": "compute-bound: tfscope xla, % of the matmul ceiling", "goal": 85.0, "got": cb[0]["pct_of_ceiling"]},
+        {"figure": "inference batch 1: SavedModel time / onnxruntime time", "goal": 20.0,
+         "got": ratio(inf[("savedmodel", 1)]["median"], inf[("onnxruntime", 1)]["median"])},
+    ]
+    projected = result["time_to_solution"]["lecture_projected_seconds"]
+    if not lec["reached"] and projected:
+        out[2]["projected"] = projected / own["seconds"]
+        out[2]["note"] += f"; projected from Keras fit's step count: {projected / own['seconds']:,.0f}x"
+    for f in out:
+        f["met"] = bool(f["got"] >= f["goal"])
+        f.setdefault("note", None)
+    return out
+
+
+def run(plan: Plan, quick: bool = False) -> dict:
+    """Every benchmark, in order; returns the bench.json document."""
+    t0 = time.perf_counter()
+    result = {"schema": 1, "quick": quick, "plan": asdict(plan), "machine": machine()}
+    result["per_step"] = per_step(plan)
+    result["time_to_solution"] = time_to_solution(plan, result["per_step"])
+    result["compute_bound"] = compute_bound(plan)
+    result["inference"] = inference(plan)
+    result["figures"] = figures(result)
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _fmt(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.3g}" if v >= 0.01 else f"{v:.3g}"
+
+
+def table(result: dict) -> str:
+    """The whole run as one plain-text table."""
+    m = result["machine"]
+    lines = [f"tfscope bench{' --quick' if result['quick'] else ''}: {m['cores']} cores, TensorFlow "
+             f"{m['tensorflow']}, Keras {m['keras']}, onnxruntime {m['onnxruntime']}; medians of "
+             f"{result['plan']['repeats']} timed repeats after warm-up, range = fastest..slowest", ""]
+    head = f"{'':<58} {'median':>12} {'range':>21} {'':>9}"
+    lines += ["1. Lecture network (2-2-1, 19 rows), per training step", head + " vs fused"]
+    for row in result["per_step"]["rows"]:
+        lines.append(f"  {row['name']:<56} {_fmt(row['median']):>9} us {_fmt(row['low']):>9}..{_fmt(row['high']):<9}"
+                     f" {_fmt(row['ratio_to_fused']):>9}x")
+    tts = result["time_to_solution"]
+    lines += ["", f"2. Time to solution: |prediction at (3, 2) - 14| <= {tts['tolerance']:g}, compilation included"]
+    for row in tts["rows"]:
+        state = "solved" if row["reached"] else f"not solved, cap {row['cap_seconds']:g} s"
+        lines.append(f"  {row['name']:<56} {row['seconds']:>9.2f} s  {row['steps']:>9,} steps, "
+                     f"prediction {row['prediction']:.5f} ({state})")
+    if tts["lecture_projected_seconds"]:
+        lines.append(f"  {'lecture loop, projected (fit steps x lecture s/step)':<56} "
+                     f"{tts['lecture_projected_seconds']:>9.1f} s")
+    cb = result["compute_bound"]
+    c = cb["ceiling"]
+    lines += ["", f"3. Compute-bound 784-1024-1024-10, relu, batch 512, SGD: {cb['flops_per_step'] / 1e9:.2f} GFLOP "
+                  f"per step ({cb['flop_formula']})",
+              f"  {c['name']:<56} {_fmt(c['median']):>9} ms {_fmt(c['low']):>9}..{_fmt(c['high']):<9} "
+              f"{c['gflops']:>6.1f} GFLOP/s (ceiling)"]
+    for row in cb["rows"]:
+        lines.append(f"  {row['name']:<56} {_fmt(row['median']):>9} ms {_fmt(row['low']):>9}..{_fmt(row['high']):<9} "
+                     f"{row['gflops']:>6.1f} GFLOP/s, {row['pct_of_ceiling']:.0f}% of ceiling")
+    lines += ["", "4. Inference of the trained lecture network (numpy in, numpy out)"]
+    for row in result["inference"]["rows"]:
+        name = f"{'TF SavedModel' if row['runtime'] == 'savedmodel' else 'onnxruntime'}, batch {row['batch']}"
+        lines.append(f"  {name:<56} {_fmt(row['median']):>9} us {_fmt(row['low']):>9}..{_fmt(row['high']):<9} "
+                     f"{row['calls_per_s']:>10,.0f} calls/s {row['rows_per_s']:>13,.0f} rows/s")
+    lines += ["", "Figures (goal -> this run)"]
+    for f in result["figures"]:
+        lines.append(f"  {'met ' if f['met'] else 'MISS'} {f['figure']:<60} >= {_fmt(f['goal'])}: {_fmt(f['got'])}"
+                     + (f"  [{f['note']}]" if f["note"] else ""))
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """bench.png: one log-scale bar panel per part."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cb = result["compute_bound"]
+    panels = [
+        ("Lecture network: us per training step", [(r["name"], r["median"]) for r in result["per_step"]["rows"]]),
+        ("Time to solution (s)", [(r["name"] + ("" if r["reached"] else " (cap, unsolved)"), r["seconds"])
+                                  for r in result["time_to_solution"]["rows"]]),
+        ("Compute-bound network: GFLOP/s", [(cb["ceiling"]["name"], cb["ceiling"]["gflops"])]
+         + [(r["name"], r["gflops"]) for r in cb["rows"]]),
+        ("Inference: us per call", [(f"{r['runtime']}, batch {r['batch']}", r["median"])
+                                    for r in result["inference"]["rows"]]),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 13), dpi=100)
+    for ax, (title, bars) in zip(axes, panels):
+        names, values = [b[0] for b in bars], [b[1] for b in bars]
+        ax.barh(range(len(values)), values, color="tab:blue")
+        ax.set_yticks(range(len(values)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {_fmt(v)}", va="center", fontsize=7)
+    m = result["machine"]
+    fig.suptitle(f"tfscope bench: {m['cores']} cores, TensorFlow {m['tensorflow']}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(result: dict, out: Path) -> tuple[Path, Path]:
+    """bench.json and bench.png into `out` (created if missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    jpath, ppath = out / JSON_FILE, out / PNG_FILE
+    tmp = out / f".{JSON_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, jpath)
+    plot(result, ppath)
+    return jpath, ppath
