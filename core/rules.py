@@ -191,3 +191,23 @@ def make(rule: str, layers: Sequence[Dense], loss: str, z_train: np.ndarray) -> 
     if rule == "perceptron":
         return Perceptron(layer, z_train)
     return Hebbian(layer) if rule == "hebbian" else Oja(layer)
+
+
+def report(rule: Rule | None, x: np.ndarray, z: np.ndarray) -> dict:
+    """What a local rule adds to metrics.json, from the training-unit data x (rows, in), z (rows, out):
+    the rule's name; the perceptron's misclassified rows and accuracy; Hebbian/Oja's weight norm and
+    (Oja) the unit direction found. Empty for backprop."""
+    if rule is None:
+        return {}
+    w = rule.layer.w.numpy().astype(np.float64)  # (in, out)
+    out: dict = {"rule": type(rule).__name__.lower()}
+    if isinstance(rule, Perceptron):
+        o = (x @ w + rule.layer.b.numpy() > 0).astype(np.float64)
+        wrong = int(np.sum(np.any(o != (z > rule.threshold), axis=1)))
+        out.update(train_mistakes=wrong, train_accuracy=1.0 - wrong / len(x))
+    if isinstance(rule, (Hebbian, Oja)):
+        norm = float(np.linalg.norm(w))
+        out["weight_norm"] = norm
+        if isinstance(rule, Oja) and np.isfinite(norm) and norm > 0:
+            out["first_component"] = (w[:, 0] / np.linalg.norm(w[:, 0])).tolist()
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import data as data_mod
-from core import losses
+from core import losses, rules
 from core.checkpoints import Checkpointer
 from core.config import TrainConfig, resume_mismatch
 from core.errors import RunDirError
@@ -136,6 +136,8 @@ def summary(trainer: Trainer) -> dict:
                              "b": b.tolist() if b.size > 1 else float(b[0])}
     if d.x.shape[1] == 2:
         out["prediction_at_3_2"] = trainer.model.predict(np.array([[3.0, 2.0]]))[0].tolist()
+    if getattr(trainer, "rule", None) is not None:  # a local learning rule: what it adds (core/rules.py)
+        out.update(rules.report(trainer.rule, trainer.x.numpy(), trainer.z.numpy()))
     return out
 
 

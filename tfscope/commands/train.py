@@ -112,6 +112,12 @@ def print_summary(result) -> None:
         print(f"predict(3, 2) = {m['prediction_at_3_2'][0]:.6f}")
     if "train_rmse" in m:
         print(f"train fit:  RMSE {m['train_rmse']:.3g}, MAE {m['train_mae']:.3g}, R^2 {m['train_r2']:.9f}")
+    if "train_mistakes" in m:
+        print("perceptron: converged (a pass without mistakes)" if m["stopped_because"] == "target" else
+              f"perceptron: not converged: {m['train_mistakes']} training rows misclassified after "
+              f"{m['steps']:,} steps (not linearly separable, or too few steps)")
+    if "first_component" in m:
+        print(f"oja:        first principal component (training units) {m['first_component']}")
     if m["stopped_because"] == "diverged":
         last = m["last_checkpoint_step"]
         print(f"diverged:   the loss became non-finite at step {m['diverged_at_step']:,}; the last finite "
