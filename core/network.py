@@ -26,8 +26,9 @@ class Dense(tf.Module):
         super().__init__(name=name)
         self.activation = activations.check_activation(activation)
         w = np.asarray(w)
-        self.w = tf.Variable(tf.constant(w, dtype), name="w")  # (in, out)
-        self.b = tf.Variable(tf.zeros([w.shape[1]], dtype), name="b")  # (out,)
+        with self.name_scope:  # names like mlp/dense_0/w: unique, so slots and summaries named after them are too
+            self.w = tf.Variable(tf.constant(w, dtype), name="w")  # (in, out)
+            self.b = tf.Variable(tf.zeros([w.shape[1]], dtype), name="b")  # (out,)
 
     def pre_activation(self, x: tf.Tensor) -> tf.Tensor:
         return tf.matmul(x, self.w) + self.b  # (batch, out)
