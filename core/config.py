@@ -64,7 +64,7 @@ class TrainConfig:
         from core import activations, losses, optimizers, rules
 
         activations.check_activation(self.activation)
-        rules.check_rule(self.rule, self.hidden)
+        rules.check_rule(self.rule, self.hidden, getattr(self, "strategy", "none"))
         losses.check_loss(self.loss)
         choices_of = (("optimizer", self.optimizer, optimizers.OPTIMIZERS), ("mode", self.mode, MODES),
                       ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES))

@@ -26,10 +26,13 @@ from core.network import Dense
 RULES = ("backprop", "delta", "lms", "perceptron", "hebbian", "oja")
 
 
-def check_rule(rule: str, hidden: Sequence[int]) -> str:
-    """Raise ConfigError unless `rule` is known and, for a local rule, the network is one Dense layer."""
+def check_rule(rule: str, hidden: Sequence[int], strategy: str = "none") -> str:
+    """Raise ConfigError unless `rule` is known and, for a local rule, the network is one Dense layer
+    trained on one device (the distributed trainer runs backprop only)."""
     if rule not in RULES:
         raise ConfigError(f"rule: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule != "backprop" and strategy != "none":
+        raise ConfigError(f"rule: the {rule} rule runs on one device; use strategy none, got {strategy!r}")
     if rule != "backprop" and list(hidden):
         raise ConfigError(f"hidden: the {rule} rule trains a single Dense layer; use hidden [] (--hidden none), "
                           f"got {list(hidden)}")
@@ -38,6 +41,8 @@ def check_rule(rule: str, hidden: Sequence[int]) -> str:
 
 class Rule:
     """Base: propose (value, new w, new b) from the batch; `assign` writes them to the layer."""
+
+    value = ""  # what the step's value (history.csv's `loss` column) is
 
     def __init__(self, layer: Dense) -> None:
         self.layer = layer
@@ -57,6 +62,8 @@ class Delta(Rule):
     This is exactly one gradient-descent step on half-MSE (the lecture's 1/(2m) sum of squares,
     whose gradient is mean (y - t) x) with the same rate. history.csv: the configured loss of the
     batch at the weights before the update (as backprop)."""
+
+    value = "the configured loss of the step's batch before the update"
 
     def __init__(self, layer: Dense, loss: str) -> None:
         super().__init__(layer)
@@ -95,6 +102,8 @@ class LMS(Rule):
     the weights left by the previous row); `Delta` is the batch form that is. history.csv: the
     configured loss of the batch at the weights before the pass."""
 
+    value = "the configured loss of the step's batch before the pass"
+
     def __init__(self, layer: Dense, loss: str) -> None:
         super().__init__(layer)
         self.loss = losses.get(loss)
@@ -119,6 +128,8 @@ class Perceptron(Rule):
     (target_loss >= 0) after the first epoch without mistakes; on a set that is not linearly
     separable it never does and ends at the step budget ("stopped_because": "steps").
     Novikoff's bound (R/gamma)^2 on the total number of mistakes holds from w = 0, b = 0."""
+
+    value = "mistakes made during the step's pass over its rows"
 
     def __init__(self, layer: Dense, z_train: np.ndarray) -> None:
         super().__init__(layer)
@@ -147,9 +158,11 @@ class Hebbian(Rule):
     """Plain Hebbian rule for the linear unit y = x.w (bias unused, left at 0), batch-averaged:
     w += eta * mean over rows of x y = eta * C w with C = X^T X / m.
 
-    ||w|| grows by a factor tending to (1 + eta * lambda_max(C)) per step: without bound, until it
-    overflows and the run stops as diverged. history.csv: ||w|| (Frobenius) before the update.
+    ||w|| grows by a factor tending to (1 + eta * lambda_max(C)) per step: without bound, until
+    ||w||^2 overflows and the run stops as diverged. history.csv: ||w|| (Frobenius) before the update.
     The target column is ignored."""
+
+    value = "||w|| before the update"
 
     def propose(self, x, z, eta):
         w = self.layer.w
@@ -166,6 +179,8 @@ class Oja(Rule):
     standardisation on, or centre the data) input, i.e. the top eigenvector of C = X^T X / m.
     history.csv: the mean reconstruction error mean_rows ||x - y w^T||^2 before the update; it
     tends to trace(C) - lambda_max(C). The target column is ignored."""
+
+    value = "mean reconstruction error ||x - y w||^2 of the step's batch before the update"
 
     def propose(self, x, z, eta):
         w = self.layer.w  # (in, out)
@@ -200,7 +215,7 @@ def report(rule: Rule | None, x: np.ndarray, z: np.ndarray) -> dict:
     if rule is None:
         return {}
     w = rule.layer.w.numpy().astype(np.float64)  # (in, out)
-    out: dict = {"rule": type(rule).__name__.lower()}
+    out: dict = {"rule": type(rule).__name__.lower(), "history_loss_column": rule.value}
     if isinstance(rule, Perceptron):
         o = (x @ w + rule.layer.b.numpy() > 0).astype(np.float64)
         wrong = int(np.sum(np.any(o != (z > rule.threshold), axis=1)))

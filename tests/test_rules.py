@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import tfscope
 
-from core import data
+from core import data, rules
 from core.config import TrainConfig, resume_mismatch
 from core.errors import ConfigError, DataError
 from core.run import read_history, train
@@ -241,6 +241,7 @@ def test_cli_trains_with_a_rule(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     np.testing.assert_allclose([*m["affine_map"]["W"], m["affine_map"]["b"]], [2, 3, 2], atol=1e-3)
     assert "affine map: z = 2" in proc.stdout
+    assert "rule:       delta; history.csv's loss column is the configured loss" in proc.stdout
 
 
 def test_cli_refuses_a_rule_on_a_deep_network(tmp_path, capsys):
@@ -261,3 +262,5 @@ def test_config_rule_field():
     old = {k: v for k, v in json.loads(TrainConfig().to_json()).items() if k != "rule"}
     assert TrainConfig.from_dict(old).rule == "backprop"  # a run written before the field existed
     assert resume_mismatch(TrainConfig(hidden=[]), TrainConfig(hidden=[], rule="delta")).startswith("rule")
+    with pytest.raises(ConfigError, match="^rule: the lms rule runs on one device; use strategy none"):
+        rules.check_rule("lms", [], "mirrored")

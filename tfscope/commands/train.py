@@ -112,6 +112,8 @@ def print_summary(result) -> None:
         print(f"predict(3, 2) = {m['prediction_at_3_2'][0]:.6f}")
     if "train_rmse" in m:
         print(f"train fit:  RMSE {m['train_rmse']:.3g}, MAE {m['train_mae']:.3g}, R^2 {m['train_r2']:.9f}")
+    if "history_loss_column" in m:
+        print(f"rule:       {m['rule']}; history.csv's loss column is {m['history_loss_column']}")
     if "train_mistakes" in m:
         print("perceptron: converged (a pass without mistakes)" if m["stopped_because"] == "target" else
               f"perceptron: not converged: {m['train_mistakes']} training rows misclassified after "
