@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+JSON_FILE, PNG_FILE = "bench.json", "bench.png"  # what `tfscope bench` writes into --out
+
 
 @dataclass
 class Timing:

@@ -12,7 +12,7 @@ from tfscope.cli import fail
 def check_out(out: Path, force: bool) -> None:
     """Refuse before any work: OUT must be a writable directory (or creatable) without a bench.json,
     unless --force."""
-    from profiling.bench_suite import JSON_FILE
+    from profiling.bench import JSON_FILE
 
     if out.exists() and not out.is_dir():
         fail(f"bench: --out {out}: exists and is not a directory")
