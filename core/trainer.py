@@ -90,7 +90,9 @@ class Trainer:
         nb = tf.constant(self.batches_per_epoch, tf.int64)
         epoch = step // nb
         seed = tf.stack([tf.constant(self.config.seed, tf.int64), epoch])
-        perm = tf.argsort(tf.random.stateless_uniform([self.rows], seed=seed, dtype=tf.float32))  # (rows,)
+        # alg="philox": the default auto_select draws other numbers under XLA than outside it.
+        perm = tf.argsort(tf.random.stateless_uniform([self.rows], seed=seed, dtype=tf.float32,
+                                                      alg="philox"))  # (rows,)
         idx = tf.slice(perm, [tf.cast((step % nb) * self.batch_size, tf.int32)], [self.batch_size])
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
