@@ -21,22 +21,12 @@ from core.errors import RunDirError
 from core.network import Regressor
 from export.inputs import INPUTS, make_inputs, save_inputs
 from export.live import LIVE, save_live
-from export.opset import DEFAULT_OPSET, check_opset
 from export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
+from export.preflight import DEFAULT_OPSET, MARKER, check_opset, check_target
 from export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
 
-MARKER = "export.json"
 BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
 PARTIAL = ".partial-"
-
-
-def check_target(out: Path, force: bool) -> None:
-    """Refuse to clobber: an existing EXPORT_DIR needs --force, and --force only replaces exports."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise RunDirError(f"{out}: already exists; use --force to replace it")
-        if not (out.is_dir() and (out / MARKER).is_file()):
-            raise RunDirError(f"{out}: exists and is not an export directory; --force only replaces exports")
 
 
 def _pid_alive(pid: int) -> bool:

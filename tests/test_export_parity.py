@@ -97,9 +97,9 @@ def test_every_runtime_matches_eager(exported):
     dtype = "float64" if "f64" in name else "float32"
     default = {"float32": 1e-5, "float64": 1e-12}[dtype]
     assert report.dtype == dtype and report.atol == report.rtol == TOLERANCE.get(name, default)
-    # and the same again from disk, as `tfscope verify` does
-    again = verify(export_dir, TOLERANCE.get(name), TOLERANCE.get(name))
-    assert again.passed and [c.max_abs for c in again.comparisons] == [c.max_abs for c in report.comparisons]
+    if name == "tanh-3-f64":  # the same again from disk, as `tfscope verify` does (once: it takes seconds)
+        again = verify(export_dir)
+        assert again.passed and [c.max_abs for c in again.comparisons] == [c.max_abs for c in report.comparisons]
 
 
 def test_onnx_and_savedmodel_match_a_numpy_forward_pass(exported):

@@ -6,9 +6,12 @@ import argparse
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.opset import check_opset
+    from pathlib import Path
 
-    check_opset(args.opset)  # before TensorFlow loads: a refused opset costs nothing
+    from export.preflight import check_opset, check_target
+
+    check_opset(args.opset)  # before TensorFlow loads: a refusal costs nothing
+    check_target(Path(args.out), args.force)
     from export.writer import export_run
 
     report = export_run(args.run_dir, args.out, opset=args.opset, force=args.force, atol=args.atol, rtol=args.rtol)
@@ -18,7 +21,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from export.opset import DEFAULT_OPSET, OPSETS
+    from export.preflight import DEFAULT_OPSET, OPSETS
 
     p = sub.add_parser("export", help="export a trained run to SavedModel and ONNX, and verify both")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -1,0 +1,34 @@
+"""Checks an export makes before any heavy import, so a refusal costs nothing and touches nothing:
+the ONNX opset is one this project accepts, and the target directory may be written.
+
+tf2onnx 1.17 converts opsets up to 18 and refuses 19 ("Opset 19 is not supported yet"); 13 is
+the oldest this project checks. An existing EXPORT_DIR needs `force`, and `force` only replaces
+a directory that holds an export (its export.json marker).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import ConfigError, RunDirError
+
+DEFAULT_OPSET = 17
+OPSETS = range(13, 19)  # 13 to 18
+MARKER = "export.json"
+
+
+def check_opset(opset: int) -> int:
+    """Return `opset` when accepted, else ConfigError naming the flag and the accepted range."""
+    if opset not in OPSETS:
+        raise ConfigError(f"--opset: {opset} is not supported; choose {OPSETS.start} to {OPSETS.stop - 1} "
+                          f"(tf2onnx 1.17 converts opsets up to 18; default {DEFAULT_OPSET})")
+    return opset
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse to clobber: an existing EXPORT_DIR needs --force, and --force only replaces exports."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise RunDirError(f"{out}: already exists; use --force to replace it")
+        if not (out.is_dir() and (out / MARKER).is_file()):
+            raise RunDirError(f"{out}: exists and is not an export directory; --force only replaces exports")
