@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -48,34 +49,75 @@ def _column_index(header: list[str], col: str | int, source: str, what: str) -> 
     return header.index(col)
 
 
-def parse_table(text: str, source: str) -> tuple[list[str], np.ndarray]:
-    """Header names and a finite float64 matrix (rows, columns) from CSV text with a header row."""
-    text = text.lstrip("\ufeff")
+# A number as a CSV cell writes it: optional sign, decimal digits with an optional point and exponent
+# (float() alone would also take "1_000", non-ASCII digits and "nan"/"inf").
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _show(cell: str, limit: int = 40) -> str:
+    """A cell for an error message: stripped, quoted, cut short if long."""
+    cell = cell.strip()
+    return repr(cell) if len(cell) <= limit else repr(cell[:limit]) + f"... ({len(cell):,} characters)"
+
+
+def _line_of(text: str, index: int) -> int:
+    """1-based line number of character `index` of `text` (lines already normalised to \\n)."""
+    return text.count("\n", 0, index) + 1
+
+
+def _records(text: str, source: str) -> list[tuple[int, list[str]]]:
+    """(line where the record starts, its fields) for every CSV record with a non-blank cell."""
+    reader = csv.reader(io.StringIO(text))
+    out = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as e:  # e.g. a cell over the csv module's field size limit
+            raise DataError(f"{source}: row {start}: not readable as CSV ({e})") from None
+        if any(cell.strip() for cell in row):
+            out.append((start, row))
+
+
+def _parse(text: str, source: str) -> tuple[list[str], np.ndarray, list[int]]:
+    """Header names, a finite float64 matrix (rows, columns), and each data row's line in the file."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")  # any line ending
     if "\x00" in text:
-        raise DataError(f"{source}: not a text CSV file (it contains NUL bytes)")
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
-    if not rows:
+        raise DataError(f"{source}: row {_line_of(text, text.index(chr(0)))}: not a text CSV file "
+                        "(it contains NUL bytes)")
+    records = _records(text, source)
+    if not records:
         raise DataError(f"{source}: the file is empty (expected a header row and data rows)")
-    header = [h.strip() for h in rows[0]]
+    head_line, head = records[0]
+    header = [h.strip() for h in head]
     for i, name in enumerate(header):
         if not name:
-            raise DataError(f"{source}: row 1: column {i + 1} has an empty name")
+            raise DataError(f"{source}: row {head_line}: column {i + 1} has an empty name")
         if header.index(name) != i:
-            raise DataError(f"{source}: row 1: column name {name!r} appears twice")
-    values = np.empty((len(rows) - 1, len(header)), dtype=np.float64)
-    for r, row in enumerate(rows[1:]):
-        line = r + 2
+            raise DataError(f"{source}: row {head_line}: column name {_show(name)} appears twice")
+    values = np.empty((len(records) - 1, len(header)), dtype=np.float64)
+    for r, (line, row) in enumerate(records[1:]):
         if len(row) != len(header):
             raise DataError(f"{source}: row {line}: has {len(row)} fields, the header has {len(header)}")
         for c, cell in enumerate(row):
+            where = f"{source}: row {line}, column {header[c]!r}: {_show(cell)}"
             try:
                 v = float(cell)
             except ValueError:
-                raise DataError(f"{source}: row {line}, column {header[c]!r}: {cell.strip()!r} "
-                                "is not a number") from None
+                raise DataError(f"{where} is not a number") from None
             if not math.isfinite(v):
-                raise DataError(f"{source}: row {line}, column {header[c]!r}: {cell.strip()!r} is not finite")
+                raise DataError(f"{where} is not finite")
+            if not NUMBER.fullmatch(cell.strip()):
+                raise DataError(f"{where} is not a plain decimal number")
             values[r, c] = v
+    return header, values, [line for line, _ in records[1:]]
+
+
+def parse_table(text: str, source: str) -> tuple[list[str], np.ndarray]:
+    """Header names and a finite float64 matrix (rows, columns) from CSV text with a header row."""
+    header, values, _ = _parse(text, source)
     return header, values
 
 
@@ -85,7 +127,7 @@ def parse_csv(text: str, source: str, target: str | int | None = None,
     `features` to every other column."""
     if dtype not in DTYPES:
         raise DataError(f"dtype: unknown dtype {dtype!r}; choose float32 or float64")
-    header, values = parse_table(text, source)
+    header, values, lines = _parse(text, source)
     if len(header) < 2:
         raise DataError(f"{source}: row 1: the header has {len(header)} column; need at least a feature and a target")
     t = _column_index(header, -1 if target is None else target, source, "target")
@@ -102,10 +144,14 @@ def parse_csv(text: str, source: str, target: str | int | None = None,
     if values.shape[0] < 2:
         raise DataError(f"{source}: has {values.shape[0]} data row(s); need at least 2")
     np_dtype = DTYPES[dtype]
+    too_big = np.abs(values[:, [*f, t]]) > np.finfo(np_dtype).max  # (rows, used columns)
+    if too_big.any():
+        r, c = np.argwhere(too_big)[0]
+        col = [*f, t][c]
+        raise DataError(f"{source}: row {lines[r]}, column {header[col]!r}: "
+                        f"{float(values[r, col]):g} overflows {dtype}")
     x = values[:, f].astype(np_dtype)
     z = values[:, [t]].astype(np_dtype)
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(z))):
-        raise DataError(f"{source}: a value overflows {dtype}")
     return Dataset(x, z, tuple(header[i] for i in f), (header[t],), source)
 
 
@@ -123,7 +169,9 @@ def read_text(path: str | Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text (bad byte at offset {e.start})") from None
+        before = raw[: e.start].decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        raise DataError(f"{p}: row {_line_of(before, len(before))}: not UTF-8 text "
+                        f"(byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
 def load_features(path: str | Path, names: Sequence[str], dtype: str = "float32") -> np.ndarray:
