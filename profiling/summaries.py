@@ -23,8 +23,9 @@ def writer(logdir: str | Path) -> tf.summary.SummaryWriter:
     return tf.summary.create_file_writer(str(Path(logdir) / RUN))
 
 
-def _tag(v: tf.Variable) -> str:
-    return v.name.split(":")[0]
+def weight_tags(trainer: Trainer) -> list[str]:
+    """One tag per trainable Variable, in `model.weights` order: dense_0/w, dense_0/b, dense_1/w, ..."""
+    return [f"{layer.name}/{part}" for layer in trainer.model.mlp.layers for part in ("w", "b")]
 
 
 def write_losses(w: tf.summary.SummaryWriter, trainer: Trainer, first_step: int, losses: Sequence[float]) -> None:
@@ -46,10 +47,10 @@ def write_state(w: tf.summary.SummaryWriter, trainer: Trainer, step: int | None 
     _, grads = gradients.ROUTES[trainer.config.grad](trainer.model.mlp, trainer.config.loss, x, z)
     norms: dict[str, float] = {}
     with w.as_default():
-        for v, g in zip(trainer.model.weights, grads):
-            tf.summary.histogram(f"weights/{_tag(v)}", v, step=step)
-            tf.summary.histogram(f"gradients/{_tag(v)}", g, step=step)
-            norms[f"gradient_norm/{_tag(v)}"] = float(tf.norm(tf.cast(g, tf.float64)))
+        for tag, v, g in zip(weight_tags(trainer), trainer.model.weights, grads):
+            tf.summary.histogram(f"weights/{tag}", v, step=step)
+            tf.summary.histogram(f"gradients/{tag}", g, step=step)
+            norms[f"gradient_norm/{tag}"] = float(tf.norm(tf.cast(g, tf.float64)))
         norms["gradient_norm/global"] = float(np.sqrt(sum(n * n for n in norms.values())))
         for tag, value in norms.items():
             tf.summary.scalar(tag, value, step=step)

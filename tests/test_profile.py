@@ -1,0 +1,367 @@
+"""Profiler capture, summaries and the hot-path report on the lecture network.
+
+The report's numbers are checked against routes that do not go through its code: the raw XSpace
+protobuf read here directly, the HloProto of the executed module that the capture itself carries
+(/host:metadata), the loop structure of the optimized HLO, finite-difference gradients, and a
+live TensorBoard serving the log directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tfscope
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def raw_space(report: dict):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(Path(report["xplane"]).read_bytes())
+    return space
+
+
+def raw_events(space):
+    """(plane, name, start_ps, duration_ps, {stat: value}) for every event: written here, not
+    taken from profiling.xplane, so the report is compared with an independent reading."""
+    for plane in space.planes:
+        md = plane.stat_metadata
+        for line in plane.lines:
+            for e in line.events:
+                stats = {}
+                for s in e.stats:
+                    kind = s.WhichOneof("value")
+                    stats[md[s.metadata_id].name] = md[s.ref_value].name if kind == "ref_value" else getattr(s, kind)
+                yield (plane.name, plane.event_metadata[e.metadata_id].name, line.timestamp_ns * 1000 + e.offset_ps,
+                       e.duration_ps, stats)
+
+
+def read_events(logdir: Path):
+    import tensorflow as tf
+
+    for f in sorted((logdir / "train").glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(f)):
+            yield tf.compat.v1.Event.FromString(record.numpy())
+
+
+def scalars(logdir: Path) -> dict[str, dict[int, float]]:
+    import tensorflow as tf
+
+    out: dict[str, dict[int, float]] = {}
+    for e in read_events(logdir):
+        for v in e.summary.value:
+            if v.metadata.plugin_data.plugin_name == "scalars":
+                out.setdefault(v.tag, {})[e.step] = float(tf.make_ndarray(v.tensor))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fused(lecture_run, tmp_path_factory):
+    """The default capture (fused mode) of the lecture run, with the run directory's state before."""
+    from profiling import capture
+
+    before = snapshot(lecture_run)
+    logdir = tmp_path_factory.mktemp("profile") / "log"
+    warnings: list[str] = []
+    report = capture.profile_run(lecture_run, logdir, warn=warnings.append)
+    return logdir, report, before, warnings
+
+
+def test_one_step_marker_per_captured_call(fused):
+    logdir, report, _, _ = fused
+    markers = sorted(s["step_num"] for _, name, _, _, s in raw_events(raw_space(report)) if name == "train")
+    assert markers == list(range(report["window"]["calls"]))
+    assert report["step_numbers"] == markers and report["calls"] == len(markers)
+
+
+def test_every_reported_instruction_is_in_the_optimized_hlo(fused):
+    logdir, report, _, _ = fused
+    text = (logdir / "optimized_hlo.txt").read_text()
+    assert report["kind"] == "hlo" and report["ops"]
+    for row in report["ops"]:
+        assert re.search(rf"^\s*(ROOT )?%?{re.escape(row['name'])} = ", text, re.M), row["name"]
+
+
+def test_opcodes_match_the_executed_modules_hlo_proto(fused):
+    """The capture carries the HloProto of the module that ran: names and opcodes must agree with
+    the report's join (which came from experimental_get_compiler_ir's text)."""
+    from tensorflow.compiler.xla.service import hlo_pb2
+
+    _, report, _, _ = fused
+    opcodes = {}
+    space = raw_space(report)
+    meta = next(p for p in space.planes if p.name == "/host:metadata")
+    for md in meta.event_metadata.values():
+        for s in md.stats:
+            if meta.stat_metadata[s.metadata_id].name == "Hlo Proto":
+                proto = hlo_pb2.HloProto()
+                proto.ParseFromString(s.bytes_value)
+                if proto.hlo_module.name.split("__")[0] in report["hlo_module"]:
+                    opcodes.update({i.name: i.opcode for c in proto.hlo_module.computations for i in c.instructions})
+    assert opcodes, "no HloProto of the profiled module in /host:metadata"
+    for row in report["ops"]:
+        assert opcodes[row["name"]] == row["opcode"], row
+
+
+def test_listed_ops_explain_at_least_half_of_the_executable(fused):
+    _, report, _, _ = fused
+    assert report["executable_us"] > 0
+    assert 0.5 <= report["explained_share_of_executable"] <= 1.0 + 1e-9
+    assert 0 < report["explained_share_of_step"] <= 1.0 + 1e-9
+
+
+def test_instruction_counts_follow_the_loop_structure(fused):
+    """Each body instruction runs once per fused step, the condition once more per call, the entry
+    once per call: the event counts must say exactly that (target loss 0 keeps every loop full)."""
+    from profiling import hlo
+
+    logdir, report, _, _ = fused
+    module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
+    (loop,) = module.whiles()
+    n, k = report["calls"], report["steps_per_call"]
+    where = {i.name: i.computation for i in module.scheduled()}
+    expected = {loop.body: n * k, loop.condition: n * (k + 1), module.entry: n}
+    assert report["steps_captured"] == n * k
+    for row in report["ops"]:
+        assert row["calls"] == expected[where[row["name"]]], row
+
+
+def test_self_times_add_up_to_the_top_level_instructions(fused):
+    """Self time moves a while loop's body out of the loop's own time but creates or loses none:
+    the listed total equals the summed raw duration of the entry computation's instructions."""
+    from profiling import hlo
+
+    logdir, report, _, _ = fused
+    module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
+    entry = {i.name for i in module.computations[module.entry]}
+    steps = [(s, s + d) for _, name, s, d, st in raw_events(raw_space(report)) if name == "train" and "step_num" in st]
+    total_ps = sum(d for _, _, s, d, st in raw_events(raw_space(report))
+                   if st.get("hlo_op") in entry and any(a <= s < b for a, b in steps))
+    assert report["listed_us"] == pytest.approx(total_ps / 1e6, rel=1e-9)
+
+
+def test_default_capture_is_bounded(fused):
+    from profiling import capture
+
+    _, report, _, warnings = fused
+    size = Path(report["xplane"]).stat().st_size
+    assert size == report["xplane_bytes"] < capture.SIZE_LIMIT_BYTES
+    assert report["window"]["estimated_events"] <= capture.DEFAULT_EVENT_BUDGET
+    assert not warnings
+    # The instruction-count estimate must not undercount what was recorded.
+    assert report["events_in_window"] <= 1.25 * report["window"]["estimated_events"]
+
+
+def test_profiling_leaves_the_run_directory_unchanged(fused, lecture_run):
+    _, _, before, _ = fused
+    assert snapshot(lecture_run) == before
+
+
+def test_json_and_csv_hold_the_report(fused):
+    logdir, report, _, _ = fused
+    assert json.loads((logdir / "hot_path.json").read_text())["ops"] == report["ops"]
+    rows = list(csv.DictReader((logdir / "hot_path.csv").open()))
+    assert [r["name"] for r in rows] == [r["name"] for r in report["ops"]]
+    totals = [float(r["total_us"]) for r in rows]
+    assert totals == sorted(totals, reverse=True)
+    assert sum(totals) == pytest.approx(report["listed_us"], rel=1e-9)
+
+
+def test_summaries_cover_every_step_run(fused, lecture_run):
+    from core.config import TrainConfig
+    from profiling import capture
+
+    logdir, report, _, _ = fused
+    sc = scalars(logdir)
+    k = report["steps_per_call"]
+    start = report["first_captured_step"] - capture.WARM_UP_CALLS * k
+    steps = list(range(start, start + (capture.WARM_UP_CALLS + report["calls"]) * k))
+    assert sorted(sc["loss"]) == steps
+    lr = TrainConfig.load(lecture_run / "config.json").learning_rate
+    assert sorted(sc["learning_rate"]) == steps
+    assert all(v == pytest.approx(lr, rel=1e-7) for v in sc["learning_rate"].values())
+    assert sorted(sc["gradient_norm/global"]) == [start, steps[-1] + 1]
+    tags = {v.tag for e in read_events(logdir) for v in e.summary.value}
+    assert {"weights/dense_0/w", "gradients/dense_1/b"} <= tags
+    assert any(e.graph_def for e in read_events(logdir))
+
+
+def test_logged_loss_matches_an_eager_evaluation(fused, lecture_run):
+    """The first logged loss is the restored network's loss: evaluate it eagerly in float64.
+    Tolerance 1e-3 relative: the trained loss is ~1e-10 in standardised units, residuals ~1e-5,
+    and float32 rounding of residuals of that size is ~1e-7 absolute, about 1e-2 relative on each
+    residual but averaging out over 19 rows to well under 1e-3 on the mean of squares."""
+    from core import gradients
+    from core.run import load_run
+
+    logdir, report, _, _ = fused
+    sc = scalars(logdir)["loss"]
+    t = load_run(lecture_run)
+    weights = [v.numpy().astype(np.float64) for v in t.model.weights]
+    expected = gradients.loss_at(t.model.mlp, t.config.loss, weights, t.x.numpy(), t.z.numpy())
+    assert sc[min(sc)] == pytest.approx(expected, rel=1e-3)
+
+
+def test_gradient_norm_summary_matches_finite_differences(tmp_path):
+    """Gradient norms written at fresh (untrained) weights vs central differences in float64:
+    float32 tape gradients of O(1) agree with float64 differences to ~1e-6 relative; 1e-4 holds.
+    The biases' gradients are exactly 0 at the start (standardised data, zero biases: the
+    residuals sum to 0), so there float32 leaves ~1e-7 of rounding: hence abs 1e-6."""
+    from core import gradients
+    from core.config import TrainConfig
+    from core.data import load
+    from core.trainer import Trainer
+    from profiling import summaries
+
+    config = TrainConfig()
+    t = Trainer(config, load(None, None, None, config.dtype))
+    w = summaries.writer(tmp_path)
+    norms = summaries.write_state(w, t, step=0)
+    w.flush()
+    fd = gradients.finite_difference_gradients(t.model.mlp, config.loss, t.x.numpy(), t.z.numpy())
+    written = scalars(tmp_path)
+    for tag, g in zip(summaries.weight_tags(t), fd):
+        assert written[f"gradient_norm/{tag}"][0] == pytest.approx(np.linalg.norm(g), rel=1e-4, abs=1e-6)
+    assert written["gradient_norm/global"][0] == pytest.approx(np.sqrt(sum(np.sum(g * g) for g in fd)), rel=1e-4)
+    assert norms["gradient_norm/global"] == pytest.approx(written["gradient_norm/global"][0], rel=1e-7)  # float32
+
+
+def test_graph_mode_reports_tf_ops_of_the_step_graph(lecture_run, tmp_path):
+    from core.run import load_run
+    from profiling import capture
+
+    report = capture.profile_run(lecture_run, tmp_path / "log", mode="graph", calls=3)
+    assert report["kind"] == "tf_op" and report["step_numbers"] == [0, 1, 2]
+    t = load_run(lecture_run)
+    graph = t.compiled("graph").get_concrete_function().graph
+    names = set()  # op names of the function and of the functions it calls (cond branches)
+    for op in graph.get_operations():
+        names.add(op.name)
+    for f in graph.as_graph_def().library.function:
+        names.update(n.name for n in f.node_def)
+    for row in report["ops"]:
+        name, op_type = row["name"].rsplit(":", 1)
+        assert op_type == row["opcode"]
+        assert name.rsplit("/", 1)[-1] in {n.rsplit("/", 1)[-1] for n in names}, row["name"]
+
+
+def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
+    from profiling import capture
+
+    report = capture.profile_run(lecture_run, tmp_path / "log", mode="xla", calls=4)
+    assert report["kind"] == "hlo" and report["steps_per_call"] == 1
+    assert {r["calls"] for r in report["ops"]} == {4}
+    # One step per call: the executable's launch is a large part of it, so no floor on the share.
+    assert 0 < report["explained_share_of_executable"] <= 1.0 + 1e-9
+
+
+def test_oversized_window_is_flagged_in_one_line(lecture_run):
+    from core.run import load_run
+    from profiling import capture
+
+    t = load_run(lecture_run)
+    big = capture.plan_window(t, "fused", calls=10, steps_per_call=100_000)
+    assert big.over_budget and big.estimated_events > capture.DEFAULT_EVENT_BUDGET
+    line = capture.window_warning(big)
+    assert line and "\n" not in line and "100,000" in line
+    assert capture.window_warning(capture.plan_window(t, "fused")) is None
+
+
+def test_cli_refuses_an_existing_logdir_in_one_line(lecture_run, tmp_path):
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "keep.txt").write_text("mine")
+    r = tfscope("profile", str(lecture_run), "--logdir", str(logdir))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "already exists" in r.stderr and "Traceback" not in r.stderr
+    assert (logdir / "keep.txt").read_text() == "mine"
+
+
+def test_cli_profile_prints_the_report_and_how_to_open_it(lecture_run, tmp_path):
+    logdir = tmp_path / "log"
+    r = tfscope("profile", str(lecture_run), "--logdir", str(logdir), "--calls", "2", "--steps-per-call", "5",
+                "--top", "3")
+    assert r.returncode == 0, r.stderr
+    assert "optimized-HLO instruction" in r.stdout and "tensorboard --logdir" in r.stdout
+    report = json.loads((logdir / "hot_path.json").read_text())
+    assert report["calls"] == 2 and report["steps_per_call"] == 5
+    for row in report["ops"][:3]:
+        assert row["name"] in r.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body = resp.read()
+        if resp.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+    return json.loads(body)
+
+
+def test_tensorboard_serves_the_profile_and_the_scalars(fused):
+    logdir, report, _, _ = fused
+    exe = Path(sys.executable).with_name("tensorboard")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tensorboard.main"]
+    port = _free_port()
+    proc = subprocess.Popen([*cmd, "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/data"
+    try:
+        deadline, runs = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                runs = _get_json(f"{base}/plugin/profile/runs")
+                if runs:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-2000:]
+        session = Path(report["xplane"]).parent.name
+        assert runs and session in runs
+        tools = _get_json(f"{base}/plugin/profile/run_tools?run={session}")
+        assert "trace_viewer@" in tools or "trace_viewer" in tools
+        tags = _get_json(f"{base}/plugin/scalars/tags")
+        assert {"loss", "learning_rate", "gradient_norm/global"} <= set(tags["train"])
+        assert "weights/dense_0/w" in _get_json(f"{base}/plugin/histograms/tags")["train"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_gpu_device_plane_lands_in_the_same_capture(lecture_run, tmp_path):
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        pytest.skip("no GPU on this machine")
+    from profiling import capture
+
+    report = capture.profile_run(lecture_run, tmp_path / "log", calls=2, steps_per_call=5)
+    assert any(p.startswith("/device:GPU") for p in report["planes"])
+    assert report["kind"] == "hlo" and report["ops"]
