@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError, RunDirError
@@ -34,7 +34,6 @@ class Report:
     comparisons: list[Comparison]  # one per (runtime, input), RUNTIMES order then input order
     summaries: list[Comparison]  # one per runtime, all inputs pooled
     localisation: Localisation | None = None  # of the first failing pair, when there is one
-    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -75,7 +74,6 @@ class Report:
             "summaries": [c.to_dict() for c in self.summaries],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "localisation": self.localisation.to_dict() if self.localisation else None,
-            "notes": self.notes,
         }
 
     def table(self, detail: bool = False) -> str:

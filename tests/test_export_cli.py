@@ -119,3 +119,17 @@ def test_export_killed_midway_leaves_nothing_and_a_rerun_succeeds(lecture_run, t
     report = export_run(lecture_run, out)
     assert report.passed and (out / "model.onnx").is_file()
     assert not partial.exists()  # the dead export's temporary directory is cleaned up
+
+
+def test_verify_refuses_bad_directories_and_tolerances(lecture_run, cli_export, tmp_path):
+    from core.errors import ConfigError, RunDirError
+    from export.parity import verify
+
+    with pytest.raises(RunDirError, match="no such export directory"):
+        verify(tmp_path / "missing")
+    with pytest.raises(RunDirError, match=r"not a complete export directory \(no saved_model\)"):
+        verify(lecture_run)
+    with pytest.raises(ConfigError, match="--atol: must be a finite number >= 0"):
+        verify(cli_export, atol=-1.0)
+    with pytest.raises(ConfigError, match="--rtol"):
+        verify(cli_export, rtol=float("nan"))
