@@ -274,27 +274,37 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cb = result["compute_bound"]
+    cb, tts = result["compute_bound"], result["time_to_solution"]
+    # (name, value, fastest, slowest): bars at the median, whiskers over the repeats' range
     panels = [
-        ("Lecture network: us per training step", [(r["name"], r["median"]) for r in result["per_step"]["rows"]]),
-        ("Time to solution (s)", [(r["name"] + ("" if r["reached"] else " (cap, unsolved)"), r["seconds"])
-                                  for r in result["time_to_solution"]["rows"]]),
-        ("Compute-bound network: GFLOP/s", [(cb["ceiling"]["name"], cb["ceiling"]["gflops"])]
-         + [(r["name"], r["gflops"]) for r in cb["rows"]]),
-        ("Inference: us per call", [(f"{r['runtime']}, batch {r['batch']}", r["median"])
+        ("Lecture network: us per training step (median, whiskers = fastest..slowest)",
+         [(r["name"], r["median"], r["low"], r["high"]) for r in result["per_step"]["rows"]]),
+        ("Time to solution: s until |prediction at (3, 2) - 14| <= 1e-3",
+         [(r["name"] + ("" if r["reached"] else " (unsolved at the cap)"), r["seconds"], None, None)
+          for r in tts["rows"]]
+         + ([("lecture loop, projected", tts["lecture_projected_seconds"], None, None)]
+            if tts["lecture_projected_seconds"] else [])),
+        ("Compute-bound network: GFLOP/s (step = 3 x forward)",
+         [(cb["ceiling"]["name"], cb["ceiling"]["gflops"], None, None)]
+         + [(r["name"], r["gflops"], None, None) for r in cb["rows"]]),
+        ("Inference: us per call", [(f"{r['runtime']}, batch {r['batch']}", r["median"], r["low"], r["high"])
                                     for r in result["inference"]["rows"]]),
     ]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 13), dpi=100)
     for ax, (title, bars) in zip(axes, panels):
         names, values = [b[0] for b in bars], [b[1] for b in bars]
-        ax.barh(range(len(values)), values, color="tab:blue")
+        err = [[v - (lo if lo is not None else v) for _, v, lo, _ in bars],
+               [(hi if hi is not None else v) - v for _, v, _, hi in bars]]
+        ax.barh(range(len(values)), values, xerr=err, color="tab:blue", ecolor="black", capsize=2)
         ax.set_yticks(range(len(values)), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        # start the axis at a power of ten below the smallest bar, so bar lengths compare fairly
+        ax.set_xlim(10 ** math.floor(math.log10(min(values))), max(values) * 4)
         ax.set_title(title, fontsize=10)
         ax.grid(True, axis="x", which="both", alpha=0.3)
         for i, v in enumerate(values):
-            ax.text(v, i, f" {_fmt(v)}", va="center", fontsize=7)
+            ax.text(v, i, f"  {_fmt(v)}", va="bottom", fontsize=7)
     m = result["machine"]
     fig.suptitle(f"tfscope bench: {m['cores']} cores, TensorFlow {m['tensorflow']}", fontsize=11)
     fig.tight_layout()
