@@ -57,8 +57,8 @@ class TrainConfig:
         if self.batch_size < 0:
             raise ConfigError(f"batch size: must be >= 0 (0 = full batch), got {self.batch_size}")
         for i, w in enumerate(self.hidden):
-            if w < 1:
-                raise ConfigError(f"hidden: width {i + 1} is {w}; every width must be >= 1")
+            if not (isinstance(w, int) and w >= 1):
+                raise ConfigError(f"hidden: width {i + 1} is {w!r}; every width must be a whole number >= 1")
         if not (math.isfinite(self.target_loss) and self.target_loss >= 0):
             raise ConfigError(f"target loss: must be >= 0, got {self.target_loss}")
         from core import activations, losses, optimizers, rules

@@ -1,0 +1,104 @@
+"""TrainConfig validation: every bad setting raises ConfigError whose one-line message begins with
+the field it is about; the command line turns that (and a bad data file) into `tfscope: error:`
+on stderr with exit status 2 and no traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from conftest import tfscope
+
+from core.config import TrainConfig
+from core.errors import ConfigError, RunDirError
+
+BAD = [
+    # (field=value, message prefix naming the field)
+    ({"activation": "nope"}, "activation: unknown activation 'nope'"),
+    ({"loss": "hinge"}, "loss: unknown loss 'hinge'"),
+    ({"optimizer": "rmsprop"}, "optimizer: unknown optimizer 'rmsprop'"),
+    ({"mode": "turbo"}, "mode: unknown mode 'turbo'"),
+    ({"grad": "magic"}, "grad: unknown grad 'magic'"),
+    ({"dtype": "float16"}, "dtype: unknown dtype 'float16'"),
+    ({"learning_rate": 0.0}, "learning rate: must be > 0"),
+    ({"learning_rate": -0.1}, "learning rate: must be > 0"),
+    ({"learning_rate": float("nan")}, "learning rate: must be > 0"),
+    ({"learning_rate": float("inf")}, "learning rate: must be > 0"),
+    ({"hidden": [2, 0]}, "hidden: width 2 is 0"),
+    ({"hidden": [-1]}, "hidden: width 1 is -1"),
+    ({"hidden": [2, "3"]}, "hidden: width 2 is '3'"),  # e.g. from a hand-edited config.json
+    ({"hidden": [1.5]}, "hidden: width 1 is 1.5"),
+    ({"steps": 0}, "steps: must be > 0"),
+    ({"steps": -10}, "steps: must be > 0"),
+    ({"steps": 2.5}, "steps: must be a whole number"),
+    ({"steps_per_call": 0}, "steps per call: must be > 0"),
+    ({"checkpoint_every": 0}, "checkpoint every: must be > 0"),
+    ({"keep_checkpoints": 0}, "keep checkpoints: must be > 0"),
+    ({"batch_size": -1}, "batch size: must be >= 0"),
+    ({"target_loss": -1.0}, "target loss: must be >= 0"),
+    ({"momentum": 1.0, "optimizer": "momentum"}, "momentum: must be in [0, 1)"),
+    ({"beta_1": 1.5}, "beta_1: must be in [0, 1)"),
+    ({"beta_2": -0.1}, "beta_2: must be in [0, 1)"),
+    ({"epsilon": 0.0}, "epsilon: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("fields,prefix", BAD, ids=[",".join(f) + f"-{i}" for i, (f, _) in enumerate(BAD)])
+def test_bad_setting_names_its_field(fields, prefix):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**fields).validate()
+    msg = str(e.value)
+    assert msg.startswith(prefix), msg
+    assert "\n" not in msg
+
+
+def test_defaults_are_valid_and_round_trip():
+    c = TrainConfig()
+    assert c.validate() is c
+    again = TrainConfig.from_dict(json.loads(c.to_json()))
+    assert dataclasses.asdict(again) == dataclasses.asdict(c)
+    for act in ("linear", "relu", "tanh", "sigmoid"):
+        for loss in ("mse", "half_mse", "mae", "huber"):
+            TrainConfig(activation=act, loss=loss).validate()
+    for opt in ("sgd", "momentum", "nesterov", "adam"):
+        TrainConfig(optimizer=opt, hidden=[], dtype="float64").validate()
+
+
+def test_from_dict_and_load(tmp_path):
+    with pytest.raises(ConfigError, match="^run/config.json: unknown field 'widths'$"):
+        TrainConfig.from_dict({"widths": [3]}, "run/config.json")
+    with pytest.raises(ConfigError, match="^learning rate: must be > 0"):
+        TrainConfig.from_dict({"learning_rate": 0})
+    with pytest.raises(ConfigError, match="^hidden: width 1 is 'x'"):
+        TrainConfig.from_dict({"hidden": ["x"]})
+    p = tmp_path / "config.json"
+    p.write_text("{not json")
+    with pytest.raises(RunDirError) as e:
+        TrainConfig.load(p)
+    assert str(e.value).startswith(f"{p}: unreadable config")
+    p.write_text("[1, 2]")
+    with pytest.raises(RunDirError, match="not a JSON object"):
+        TrainConfig.load(p)
+    with pytest.raises(RunDirError, match="not a run directory"):
+        TrainConfig.load(tmp_path / "nowhere" / "config.json")
+    p.write_text(TrainConfig(hidden=[3, 3], activation="tanh").to_json())
+    assert TrainConfig.load(p).hidden == [3, 3]
+
+
+# --- the command line: a few cases only, each is a subprocess that imports TensorFlow ---------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data", "missing.csv"], "missing.csv: no such file"),
+    (["--lr", "0"], "learning rate: must be > 0"),
+    (["--activation", "nope"], "activation: unknown activation 'nope'"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
+    out = tmp_path / "run"
+    proc = tfscope("train", "--out", str(out), "--steps", "10", *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tfscope: error: ") and needle in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not out.exists() or not any(out.iterdir())  # nothing written for a refused run
