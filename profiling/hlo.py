@@ -12,11 +12,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, RunDirError
-from core.trainer import Trainer
+
+if TYPE_CHECKING:  # TensorFlow loads only when IR is made: parsing and stage checks stay light
+    from core.trainer import Trainer
 
 STAGES = ("hlo", "hlo_no_metadata", "hlo_serialized", "stablehlo", "optimized_hlo", "optimized_hlo_serialized",
           "optimized_hlo_proto_serialized", "optimized_hlo_dot")
@@ -138,6 +139,8 @@ def summary(module: HloModule) -> dict:
 
 def step_args(trainer: Trainer, mode: str) -> tuple:
     """Arguments of the compiled function of `mode`: fused takes the step count, the rest nothing."""
+    import tensorflow as tf
+
     return (tf.constant(trainer.steps_per_call, tf.int32),) if mode == "fused" else ()
 
 
@@ -153,9 +156,11 @@ def compiler_ir(fn: Callable, args: tuple, stage: str) -> str | bytes:
 
 
 def graph_op_counts(fn: Callable, args: tuple) -> dict[str, int]:
-    """TF ops of the step function's graph by type (the function body, before XLA sees it)."""
-    graph = fn.get_concrete_function(*args).graph
-    return dict(Counter(op.type for op in graph.get_operations()).most_common())
+    """TF ops of the step function's graph by type, before XLA sees it: the function's own ops and
+    those of the functions it calls (a while loop's body and condition, a cond's branches)."""
+    graph_def = fn.get_concrete_function(*args).graph.as_graph_def()
+    types = [n.op for n in graph_def.node] + [n.op for f in graph_def.library.function for n in f.node_def]
+    return dict(Counter(types).most_common())
 
 
 def ir_filename(mode: str, stage: str) -> str:
@@ -167,6 +172,8 @@ def write_ir(trainer: Trainer, out_dir: str | Path, stage: str, modes: tuple[str
     """Write each mode's IR at `stage`, its TF graph and op counts into `out_dir`; return the summary.
 
     The summary always comes from the optimized HLO (what runs), whatever `stage` is written."""
+    import tensorflow as tf
+
     check_stage(stage)
     out = Path(out_dir)
     try:

@@ -18,14 +18,16 @@ def cmd_hlo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--mode: {args.mode!r} has no XLA IR; choose one of xla, fused, both")
     modes = hlo.IR_MODES if args.mode == "both" else (args.mode,)
     out = Path(args.out)
-    existing = [out / hlo.ir_filename(m, args.stage) for m in modes if (out / hlo.ir_filename(m, args.stage)).exists()]
+    summary = out / f"summary.{args.stage}.json"
+    targets = [out / hlo.ir_filename(m, args.stage) for m in modes] + [summary]
+    existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         raise RunDirError(f"{existing[0]}: already exists; choose another --out or use --force to replace it")
     trainer = load_run(args.run_dir)
     report = hlo.write_ir(trainer, out, args.stage, modes)
-    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    summary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(hlo.format_summary(report))
-    print(f"summary:  {out / 'summary.json'}")
+    print(f"summary:  {summary}")
     return 0
 
 

@@ -1,0 +1,125 @@
+"""XLA IR inspection on the lecture network: the text parser against the HloProto of the same
+compilation (an independent reading of the same module), the files each stage writes, the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from conftest import tfscope
+
+
+@pytest.fixture(scope="module")
+def trainer(lecture_run):
+    from core.run import load_run
+
+    t = load_run(lecture_run)
+    t.steps_per_call = 50  # a small loss buffer; the loop's code is the same for any K
+    return t
+
+
+def proto_and_text(trainer, mode):
+    from tensorflow.compiler.xla.service import hlo_pb2
+
+    from profiling import hlo
+
+    fn, args = trainer.compiled(mode), hlo.step_args(trainer, mode)
+    proto = hlo_pb2.HloProto()
+    proto.ParseFromString(hlo.compiler_ir(fn, args, "optimized_hlo_proto_serialized"))
+    return proto.hlo_module, hlo.compiler_ir(fn, args, "optimized_hlo")
+
+
+def proto_shape(shape) -> str:
+    from tensorflow.compiler.xla import xla_data_pb2
+
+    if shape.tuple_shapes:
+        return "(" + ", ".join(proto_shape(s) for s in shape.tuple_shapes) + ")"
+    return f"{xla_data_pb2.PrimitiveType.Name(shape.element_type).lower()}[{','.join(map(str, shape.dimensions))}]"
+
+
+@pytest.mark.parametrize("mode", ["xla", "fused"])
+def test_parser_agrees_with_the_hlo_proto(trainer, mode):
+    from profiling import hlo
+
+    proto, text = proto_and_text(trainer, mode)
+    module = hlo.parse(text)
+    by_name = {i.name: i for c in proto.computations for i in c.instructions}
+    parsed = module.instructions
+    assert set(parsed) == set(by_name)
+    for name, inst in parsed.items():
+        p = by_name[name]
+        assert inst.opcode == p.opcode, name
+        assert inst.shape.replace(" ", "") == proto_shape(p.shape).replace(" ", ""), name
+        if p.opcode == "fusion":
+            assert inst.fusion_kind == p.fusion_kind, name
+    entry = next(c for c in proto.computations if c.id == proto.entry_computation_id)
+    assert module.entry == entry.name
+
+
+def test_summary_counts_match_the_hlo_proto(trainer):
+    """Instructions by opcode outside fused/reducer computations, and the while body's opcodes."""
+    from profiling import hlo
+
+    proto, text = proto_and_text(trainer, "fused")
+    s = hlo.summary(hlo.parse(text))
+    comps = {c.id: c for c in proto.computations}
+    inner = {cid for c in proto.computations for i in c.instructions if i.opcode != "while"
+             for cid in i.called_computation_ids}
+    outer = [i for cid, c in comps.items() if cid not in inner for i in c.instructions]
+    assert s["by_opcode"] == dict(Counter(i.opcode for i in outer))
+    assert s["fusions_by_kind"] == dict(Counter(i.fusion_kind for i in outer if i.opcode == "fusion"))
+    whiles = [i for i in outer if i.opcode == "while"]
+    assert len(s["while_loops"]) == len(whiles) == 1
+    body = next(comps[c] for c in whiles[0].called_computation_ids if comps[c].name == s["while_loops"][0]["body"])
+    assert s["while_loops"][0]["body_by_opcode"] == dict(Counter(i.opcode for i in body.instructions
+                                                              if i.opcode not in hlo.NO_CODE))
+    assert s["while_loops"][0]["body_by_opcode"].get("dot") == 2  # forward x@W0 and the W0 gradient
+
+
+@pytest.mark.parametrize("stage,marker", [("stablehlo", "stablehlo."), ("optimized_hlo_dot", "digraph"),
+                                          ("hlo", "HloModule")])
+def test_each_stage_writes_its_ir(trainer, tmp_path, stage, marker):
+    from profiling import hlo
+
+    report = hlo.write_ir(trainer, tmp_path, stage, ("fused",))
+    path = tmp_path / hlo.ir_filename("fused", stage)
+    assert report["modes"]["fused"]["ir_file"] == str(path)
+    assert marker in path.read_text()
+    assert (tmp_path / "fused_loop.graph.pbtxt").stat().st_size > 0
+
+
+def test_tf_graph_counts_include_the_loop_body(trainer):
+    """The fused function's graph is a While whose body is a library function: the counts reach
+    into it, so the body's MatMuls (forward and backward) are there as in the one-step graph."""
+    from profiling import hlo
+
+    step = hlo.graph_op_counts(trainer.compiled("xla"), ())
+    loop = hlo.graph_op_counts(trainer.compiled("fused"), hlo.step_args(trainer, "fused"))
+    assert loop.get("While") == 1
+    assert loop.get("MatMul") == step.get("MatMul") > 0
+
+
+def test_unknown_stage_is_one_line_listing_the_valid_ones(lecture_run, tmp_path):
+    from profiling import hlo
+
+    r = tfscope("hlo", str(lecture_run), "--stage", "hlo_text", "--out", str(tmp_path / "ir"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    assert "'hlo_text'" in r.stderr and all(s in r.stderr for s in hlo.STAGES)
+    assert not (tmp_path / "ir").exists()
+
+
+def test_cli_writes_both_modes_prints_the_loop_and_refuses_to_overwrite(lecture_run, tmp_path):
+    out = tmp_path / "ir"
+    r = tfscope("hlo", str(lecture_run), "--stage", "optimized_hlo", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "while loop" in r.stdout and "fusions by kind" in r.stdout
+    summary = json.loads((out / "summary.optimized_hlo.json").read_text())
+    assert set(summary["modes"]) == {"xla", "fused"}
+    body = summary["modes"]["fused"]["optimized_hlo"]["while_loops"][0]["body_instructions"]
+    assert all(line.split(" = ")[0] in r.stdout for line in body)
+    before = (out / "step.optimized_hlo.txt").read_text()
+    again = tfscope("hlo", str(lecture_run), "--stage", "optimized_hlo", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert (out / "step.optimized_hlo.txt").read_text() == before
