@@ -262,6 +262,16 @@ def test_graph_mode_reports_tf_ops_of_the_step_graph(lecture_run, tmp_path):
         assert name.rsplit("/", 1)[-1] in {n.rsplit("/", 1)[-1] for n in names}, row["name"]
 
 
+def test_eager_mode_reports_each_op_type(lecture_run, tmp_path):
+    from profiling import capture
+
+    report = capture.profile_run(lecture_run, tmp_path / "log", mode="eager", calls=2)
+    assert report["kind"] == "tf_op" and report["step_numbers"] == [0, 1]
+    types = {r["opcode"] for r in report["ops"]}
+    assert {"MatMul", "ReadVariableOp"} <= types
+    assert all(r["calls"] % 2 == 0 for r in report["ops"])  # every op runs the same number of times per call
+
+
 def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
     from profiling import capture
 
