@@ -184,6 +184,14 @@ def test_json_and_csv_hold_the_report(fused):
     assert sum(totals) == pytest.approx(report["listed_us"], rel=1e-9)
 
 
+def test_report_rebuilds_from_the_log_directory_alone(fused):
+    from profiling import hot_path
+
+    logdir, report, _, _ = fused
+    again = hot_path.from_logdir(logdir)
+    assert again["ops"] == report["ops"] and again["steps_per_call"] == report["steps_per_call"]
+
+
 def test_summaries_cover_every_step_run(fused, lecture_run):
     from core.config import TrainConfig
     from profiling import capture
