@@ -240,6 +240,8 @@ def table(result: dict) -> str:
     lines += ["", f"2. Time to solution: |prediction at (3, 2) - 14| <= {tts['tolerance']:g}, compilation included"]
     for row in tts["rows"]:
         state = "solved" if row["reached"] else f"not solved, cap {row['cap_seconds']:g} s"
+        if "compile_seconds" in row:
+            state += f", XLA compile {row['compile_seconds']:.2f} s of it"
         lines.append(f"  {row['name']:<56} {row['seconds']:>9.2f} s  {row['steps']:>9,} steps, "
                      f"prediction {row['prediction']:.5f} ({state})")
     if tts["lecture_projected_seconds"]:
