@@ -96,13 +96,16 @@ def test_matches_keras_after_100_steps(name, kw, dtype):
     assert rel_diff([v.numpy() for v in mine], init) > 1e-3
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", ["momentum", "adam"])
-def test_compiled_step_matches_keras(name, dtype):
-    """The same update inside tf.function (as the trainer's graph mode runs it)."""
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
+def test_compiled_step_matches_keras(name, dtype, jit):
+    """The same update inside tf.function, with and without XLA (the trainer's graph, xla and fused
+    modes). XLA fuses the arithmetic and may round differently (measured: 1.9e-7 in float32, 4e-16
+    in float64): the same tolerances hold."""
 
     def compiled(opt, variables):
-        return tf.function(lambda g: opt.apply_gradients(g, variables), autograph=False)
+        return tf.function(lambda g: opt.apply_gradients(g, variables), autograph=False, jit_compile=jit)
 
     _, _, mine, theirs = run_both(name, dtype, seed=1, step_fn=compiled)
     assert rel_diff([v.numpy() for v in mine], [np.asarray(v.numpy()) for v in theirs]) <= TOL[dtype]
