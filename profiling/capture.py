@@ -52,7 +52,7 @@ class Window:
     over_budget: bool  # the user asked for more than DEFAULT_EVENT_BUDGET
 
 
-def _events_per_call(trainer: Trainer, mode: str, k: int) -> tuple[int, int]:
+def _events_per_call(trainer: Trainer, mode: str) -> tuple[int, int]:
     """(events per call outside any loop, events per fused step) for `mode`, from the IR."""
     if mode in ("xla", "fused"):
         # A throwaway wrapping: the trainer's own fused function is traced only once K is fixed.
@@ -78,7 +78,7 @@ def plan_window(trainer: Trainer, mode: str, calls: int | None = None, steps_per
             raise ConfigError(f"--steps-per-call: only the fused mode runs several steps per call (mode is {mode})")
         if steps_per_call < 1:
             raise ConfigError(f"--steps-per-call: must be >= 1, got {steps_per_call}")
-    outside, per_step = _events_per_call(trainer, mode, steps_per_call or 1)
+    outside, per_step = _events_per_call(trainer, mode)
     n = calls or DEFAULT_CALLS[mode]
     if mode == "fused":
         k = steps_per_call or max(1, min(trainer.config.steps_per_call, (budget // n - outside) // max(per_step, 1)))
