@@ -1,7 +1,7 @@
 """Tabular data: the lecture's built-in rows and CSV files with a header row.
 
 Every problem raises DataError with one line naming the file, row (the file's line number, as an
-editor shows it: blank lines count, a BOM-only header is line 1) and column at fault. Cells must be
+editor shows it: blank lines count; the header is usually line 1) and column at fault. Cells must be
 plain decimal numbers; any line ending (LF, CRLF, CR) is accepted.
 """
 
