@@ -226,3 +226,19 @@ def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solutio
         seconds = time.perf_counter() - t0
     pred = float(result.metrics.get("prediction_at_3_2", [float("nan")])[0])
     return Solution(seconds, int(result.metrics["steps"]), solved(pred), pred), result.metrics
+
+
+def fused_step_instructions(steps_per_call: int = 1000) -> dict:
+    """What one fused step executes: the optimized-HLO instructions with code in the while loop's body
+    and condition (from `profiling.hlo`), by opcode. The body does not depend on `steps_per_call`."""
+    from profiling import hlo
+
+    trainer = project_trainer(steps_per_call)
+    fn = trainer.compiled("fused")
+    module = hlo.parse(hlo.compiler_ir(fn, hlo.step_args(trainer, "fused"), "optimized_hlo"))
+    s = hlo.summary(module)
+    by_opcode: dict[str, int] = {}
+    for loop in s["while_loops"]:
+        for op, n in loop["body_by_opcode"].items():
+            by_opcode[op] = by_opcode.get(op, 0) + n
+    return {"per_step": s["executed_per_loop_iteration"], "body_by_opcode": by_opcode}

@@ -163,6 +163,10 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
         _positive_finite(row["ratio_to_fused"], row["name"])
         assert row["ratio_to_fused"] == pytest.approx(row["median"] / part1["rows"][-1]["median"])
 
+    code = part1["fused_step_hlo"]
+    assert code["per_step"] >= sum(code["body_by_opcode"].values()) >= 1
+    assert code["ns_per_instruction"] == pytest.approx(part1["rows"][-1]["median"] * 1e3 / code["per_step"])
+
     part2 = doc["time_to_solution"]
     assert part2["unit"] == "s" and part2["truth"] == 14.0 and part2["tolerance"] == 1e-3
     assert len(part2["rows"]) == 3
