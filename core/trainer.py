@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from core import gradients, optimizers, rules
+from core import gradients, optimizers, rules, shuffle
 from core.config import TrainConfig
 from core.data import Dataset
 from core.network import Regressor
@@ -84,16 +84,14 @@ class Trainer:
 
     def batch(self, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Rows for global step `step`: all rows, or slice `step % nb` of epoch `step // nb`'s
-        permutation, drawn from a stateless RNG seeded with (seed, epoch)."""
+        permutation, a pure function of (seed, epoch) that every mode computes alike (core/shuffle.py)."""
         if self.batch_size == self.rows:
             return self.x, self.z
         nb = tf.constant(self.batches_per_epoch, tf.int64)
         epoch = step // nb
-        seed = tf.stack([tf.constant(self.config.seed, tf.int64), epoch])
-        # alg="philox": the default auto_select draws other numbers under XLA than outside it.
-        perm = tf.argsort(tf.random.stateless_uniform([self.rows], seed=seed, dtype=tf.float32,
-                                                      alg="philox"))  # (rows,)
-        idx = tf.slice(perm, [tf.cast((step % nb) * self.batch_size, tf.int32)], [self.batch_size])
+        perm = shuffle.permutation(self.rows, self.config.seed, epoch)  # (rows,)
+        # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
+        idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
     def train_step(self) -> tf.Tensor:
