@@ -14,6 +14,7 @@ from core.errors import ConfigError, RunDirError
 MODES = ("eager", "graph", "xla", "fused")
 GRADS = ("tape", "chain")
 DTYPES = ("float32", "float64")
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainConfig:
     standardize: bool = True  # train on (x - mean) / std and (z - mean) / std; the model still maps raw x to raw z
     checkpoint_every: int = 1000  # steps between checkpoints (at call boundaries in fused mode), >= 1
     keep_checkpoints: int = 3  # checkpoints kept on disk, >= 1
+    strategy: str = "none"  # none (one device), mirrored (GPUs or logical CPUs), multiworker (TF_CONFIG)
+    devices: int = 1  # replicas on this machine, >= 1; > 1 needs strategy mirrored (or GPUs with multiworker)
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first field out of range; return self when all are valid."""
@@ -54,6 +57,10 @@ class TrainConfig:
             positive(name, getattr(self, name))
             if int(getattr(self, name)) != getattr(self, name):
                 raise ConfigError(f"{name.replace('_', ' ')}: must be a whole number, got {getattr(self, name)}")
+        if not (isinstance(self.devices, int) and self.devices >= 1):
+            raise ConfigError(f"devices: must be a whole number >= 1, got {self.devices}")
+        if self.devices > 1 and self.strategy == "none":
+            raise ConfigError(f"devices: {self.devices} devices need a strategy (mirrored or multiworker)")
         if self.batch_size < 0:
             raise ConfigError(f"batch size: must be >= 0 (0 = full batch), got {self.batch_size}")
         for i, w in enumerate(self.hidden):
@@ -67,7 +74,8 @@ class TrainConfig:
         rules.check_rule(self.rule, self.hidden, getattr(self, "strategy", "none"))
         losses.check_loss(self.loss)
         choices_of = (("optimizer", self.optimizer, optimizers.OPTIMIZERS), ("mode", self.mode, MODES),
-                      ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES))
+                      ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES),
+                      ("strategy", self.strategy, STRATEGIES))
         for name, value, choices in choices_of:
             if value not in choices:
                 raise ConfigError(f"{name}: unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -104,7 +112,8 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its resumption: they do not change the trajectory.
-RESUMABLE_FIELDS = ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints", "mode", "target_loss")
+RESUMABLE_FIELDS = ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints", "mode", "target_loss",
+                    "strategy", "devices")
 
 
 def resume_mismatch(old: TrainConfig, new: TrainConfig) -> str | None:

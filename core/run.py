@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from core import data as data_mod
 from core import losses, rules
 from core.checkpoints import Checkpointer
 from core.config import TrainConfig, resume_mismatch
+from core.distributed import is_chief, make_strategy, make_trainer, worker_name
 from core.errors import RunDirError
 from core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
 
@@ -144,7 +146,27 @@ def summary(trainer: Trainer) -> dict:
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force: bool = False,
           progress: Callable[[Progress], None] | None = None,
           should_stop: Callable[[], bool] = lambda: False) -> Result:
-    """Train (or resume) a run in `run_dir` up to `config.steps` total steps; return its metrics."""
+    """Train (or resume) a run in `run_dir` up to `config.steps` total steps; return its metrics.
+
+    Under a strategy, the strategy is made first (it must precede every other TensorFlow op).
+    Under multiworker only the chief writes to `run_dir`; every other worker trains in step with it
+    but writes to a private temporary copy, removed at the end, so nothing collides."""
+    strategy = make_strategy(config.strategy, config.devices)
+    if is_chief(strategy):
+        return _train(config, run_dir, resume, force, progress, should_stop)
+    scratch = Path(tempfile.mkdtemp(prefix=f"tfscope-{worker_name(strategy)}-"))
+    try:
+        if resume and is_run(Path(run_dir)):  # start from the chief's files (a shared or copied directory)
+            shutil.copytree(run_dir, scratch / "run")
+        result = _train(config, scratch / "run", resume, force, progress, should_stop)
+        result.run_dir = Path(run_dir)
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
+           progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool]) -> Result:
     config.validate()
     run_dir = Path(run_dir)
     prepare_dir(run_dir, resume, force)
@@ -154,7 +176,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force:
         if diff:
             raise RunDirError(f"{run_dir}: --resume with a different {diff}")
     dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
-    trainer = Trainer(config, dataset)
+    trainer = make_trainer(config, dataset)
     ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)
     if resume:
         start = ckpt.restore_latest()
@@ -182,7 +204,7 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force:
         append_history(run_dir, chunk.start, chunk.losses)
         if len(chunk.losses):
             last_loss = float(chunk.losses[-1])
-        if config.mode == "fused" and len(chunk.losses) == todo:
+        if config.mode == "fused" and len(chunk.losses) == todo and config.strategy != "multiworker":
             n = int(min(trainer.steps_per_call, max(1000, todo * CALL_SECONDS / max(took, 1e-6))))
         if trainer.step % config.checkpoint_every == 0 or chunk.stopped:
             ckpt.save()
