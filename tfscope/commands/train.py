@@ -53,6 +53,23 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="train on raw x and z (the lecture's way; needs a much smaller learning rate)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help=f"steps between checkpoints (default: {d.checkpoint_every:,})")
+    g = p.add_argument_group("distribution (tf.distribute)")
+    g.add_argument("--strategy", default=d.strategy, choices=("none", "mirrored", "multiworker"),
+                   help="none (default), mirrored (this machine's GPUs, else logical CPUs), "
+                        "multiworker (the cluster in TF_CONFIG; only the chief writes RUN_DIR)")
+    g.add_argument("--devices", type=positive_int, default=d.devices,
+                   help="replicas on this machine: GPUs, or logical CPU devices without GPUs (default: 1)")
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1, for --devices."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace):
@@ -67,7 +84,8 @@ def config_from_args(args: argparse.Namespace):
                        learning_rate=args.learning_rate, momentum=args.momentum, steps=args.steps,
                        batch_size=args.batch_size, mode=args.mode, steps_per_call=args.steps_per_call,
                        target_loss=args.target_loss, grad=args.grad, rule=args.rule, dtype=args.dtype, seed=args.seed,
-                       standardize=args.standardize, checkpoint_every=args.checkpoint_every).validate()
+                       standardize=args.standardize, checkpoint_every=args.checkpoint_every,
+                       strategy=args.strategy, devices=args.devices).validate()
 
 
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
@@ -75,6 +93,10 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
     from core import run as run_mod
     from tfscope.progress import ProgressBar
 
+    if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
+        from core.distributed import make_strategy
+
+        make_strategy(args.strategy, args.devices)
     config = config_from_args(args)
     stop = {"asked": False}
 
