@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -51,8 +52,8 @@ QUICK = Plan(repeats=2, lecture_window=5, fit_window_spe1=20, fit_window_spe100=
              inference_warmup=5)
 
 FIT_SETTINGS = ((False, 1), (False, 100), (True, 1), (True, 100))  # (jit_compile, steps_per_execution)
-FLOP_FORMULA = ("step = 3F, F = forward = 2 * B * sum(in * out) over the Dense layers, backward ~ 2F; "
-                "exact matmul count = 3F - 2 * B * 784 * 1024 (no input gradient for layer 1); matmul = 2n^3")
+FLOP_FORMULA = ("step = 3F, forward F = 2B * sum(in * out), backward ~ 2F; matmuls actually run = "
+                "3F - 2B * 784 * 1024 (layer 1 needs no input gradient); matmul = 2n^3")
 
 
 def fit_name(jit: bool, spe: int) -> str:
@@ -245,8 +246,8 @@ def table(result: dict) -> str:
     """The whole run as one plain-text table."""
     m = result["machine"]
     lines = [f"tfscope bench{' --quick' if result['quick'] else ''}: {m['cores']} cores, TensorFlow "
-             f"{m['tensorflow']}, Keras {m['keras']}, onnxruntime {m['onnxruntime']}; medians of "
-             f"{result['plan']['repeats']} timed repeats after warm-up, range = fastest..slowest", ""]
+             f"{m['tensorflow']}, Keras {m['keras']}, onnxruntime {m['onnxruntime']}",
+             f"medians of {result['plan']['repeats']} timed repeats after warm-up; range = fastest..slowest", ""]
     head = f"{'':<58} {'median':>12} {'range':>21} {'':>9}"
     lines += ["1. Lecture network (2-2-1, 19 rows), per training step", head + " vs fused"]
     for row in result["per_step"]["rows"]:
@@ -267,7 +268,7 @@ def table(result: dict) -> str:
     cb = result["compute_bound"]
     c = cb["ceiling"]
     lines += ["", f"3. Compute-bound 784-1024-1024-10, relu, batch 512, SGD: {cb['flops_per_step'] / 1e9:.2f} GFLOP "
-                  f"per step ({cb['flop_formula']})",
+                  "per step", f"   ({cb['flop_formula']})",
               f"  {c['name']:<56} {_fmt(c['median']):>9} ms {_fmt(c['low']):>9}..{_fmt(c['high']):<9} "
               f"{c['gflops']:>6.1f} GFLOP/s (ceiling)"]
     for row in cb["rows"]:
@@ -281,8 +282,9 @@ def table(result: dict) -> str:
                      f"{row['calls_per_s']:>10,.0f} calls/s {row['rows_per_s']:>13,.0f} rows/s")
     lines += ["", "Figures (goal -> this run)"]
     for f in result["figures"]:
-        lines.append(f"  {'met ' if f['met'] else 'MISS'} {f['figure']:<60} >= {_fmt(f['goal'])}: {_fmt(f['got'])}"
-                     + (f"  [{f['note']}]" if f["note"] else ""))
+        lines.append(f"  {'met ' if f['met'] else 'MISS'} {f['figure']:<60} >= {_fmt(f['goal'])}: {_fmt(f['got'])}")
+        if f["note"]:
+            lines += textwrap.wrap(f["note"], 110, initial_indent="       ", subsequent_indent="       ")
     return "\n".join(lines)
 
 
