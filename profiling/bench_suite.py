@@ -135,13 +135,13 @@ def time_to_solution(plan: Plan, part1: dict) -> dict:
     rows.append({"name": "tfscope train (default config)", **own.to_dict(),
                  "compile_seconds": metrics["compile_seconds"], "train_loop_seconds": metrics["seconds"]})
     # A capped lecture loop: its own trajectory, continued compiled, says at which step it solves;
-    # that step count times the lecture loop's measured seconds per step projects its time.
+    # the loop's own pace up to the cap (checks included) carried on to that step projects its time.
     projected = None
-    if lec.steps_to_solution:
-        projected = lec.steps_to_solution * part1["rows"][0]["median"] / US
+    if lec.steps_to_solution and lec.steps:
+        projected = lec.seconds * lec.steps_to_solution / lec.steps
     return {"unit": "s", "point": list(bench_lecture.POINT), "truth": bench_lecture.TRUTH,
             "tolerance": bench_lecture.TOLERANCE, "rows": rows, "lecture_projected_seconds": projected,
-            "lecture_projection": "the lecture trajectory's steps to solution x the lecture loop's median s/step"}
+            "lecture_projection": "seconds at the cap x the trajectory's steps to solution / steps at the cap"}
 
 
 def compute_bound(plan: Plan) -> dict:
@@ -263,7 +263,7 @@ def table(result: dict) -> str:
                      f"prediction {row['prediction']:.5f} ({state})")
     if tts["lecture_projected_seconds"]:
         lec = tts["rows"][0]
-        lines.append(f"  {'lecture loop, projected (its steps x its s/step)':<56} "
+        lines.append(f"  {'lecture loop, projected (its pace x its steps to solve)':<56} "
                      f"{tts['lecture_projected_seconds']:>9.1f} s  {lec['steps_to_solution']:>9,} steps")
     cb = result["compute_bound"]
     c = cb["ceiling"]
