@@ -18,7 +18,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from profiling.capture import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
+    from profiling.limits import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
 
     p = sub.add_parser("profile", help="profile a run's compiled step into a TensorBoard log directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
