@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from core.errors import ConfigError
+from core import choices
 
 Fn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -27,9 +27,7 @@ ACTIVATIONS: dict[str, tuple[Fn, Callable[[tf.Tensor, tf.Tensor], tf.Tensor]]] =
 
 def check_activation(name: str, where: str = "activation") -> str:
     """Return `name` if it is a known activation, else raise ConfigError naming `where`."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"{where}: unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
-    return name
+    return choices.check(where, name, choices.ACTIVATIONS, "activation")
 
 
 def forward(name: str) -> Fn:

@@ -9,12 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import choices
+from core.choices import DTYPES, GRADS, MODES, STRATEGIES  # noqa: F401  (re-exported)
 from core.errors import ConfigError, RunDirError
-
-MODES = ("eager", "graph", "xla", "fused")
-GRADS = ("tape", "chain")
-DTYPES = ("float32", "float64")
-STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 @dataclass
@@ -68,19 +65,18 @@ class TrainConfig:
                 raise ConfigError(f"hidden: width {i + 1} is {w!r}; every width must be a whole number >= 1")
         if not (math.isfinite(self.target_loss) and self.target_loss >= 0):
             raise ConfigError(f"target loss: must be >= 0, got {self.target_loss}")
-        from core import activations, losses, optimizers, rules
-
-        activations.check_activation(self.activation)
-        rules.check_rule(self.rule, self.hidden, getattr(self, "strategy", "none"))
-        losses.check_loss(self.loss)
-        choices_of = (("optimizer", self.optimizer, optimizers.OPTIMIZERS), ("mode", self.mode, MODES),
-                      ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES),
-                      ("strategy", self.strategy, STRATEGIES))
-        for name, value, choices in choices_of:
-            if value not in choices:
-                raise ConfigError(f"{name}: unknown {name} {value!r}; choose one of {', '.join(choices)}")
-        optimizers.make(self.optimizer, self.learning_rate, momentum=self.momentum, beta_1=self.beta_1,
-                        beta_2=self.beta_2, epsilon=self.epsilon)
+        for label, value in (("momentum", self.momentum), ("beta_1", self.beta_1), ("beta_2", self.beta_2)):
+            if not 0 <= value < 1:
+                raise ConfigError(f"{label}: must be in [0, 1), got {value}")
+        if not self.epsilon > 0:
+            raise ConfigError(f"epsilon: must be > 0, got {self.epsilon}")
+        choices.check("activation", self.activation, choices.ACTIVATIONS)
+        choices.check_rule(self.rule, self.hidden, self.strategy)
+        named = (("loss", self.loss, choices.LOSSES), ("optimizer", self.optimizer, choices.OPTIMIZERS),
+                 ("mode", self.mode, MODES), ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES),
+                 ("strategy", self.strategy, STRATEGIES))
+        for name, value, options in named:
+            choices.check(name, value, options)
         return self
 
     def to_json(self) -> str:

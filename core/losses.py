@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from core.errors import ConfigError
+from core import choices
 
 HUBER_DELTA = 1.0
 
@@ -66,9 +66,7 @@ LOSSES: dict[str, tuple[Loss, Loss]] = {
 
 
 def check_loss(name: str) -> str:
-    if name not in LOSSES:
-        raise ConfigError(f"loss: unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return name
+    return choices.check("loss", name, choices.LOSSES)
 
 
 def get(name: str) -> Loss:

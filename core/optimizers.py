@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from core import choices
 from core.errors import ConfigError
 
 
@@ -127,7 +128,7 @@ class Adam(Optimizer):
         var.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
 
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+OPTIMIZERS = choices.OPTIMIZERS
 
 
 def make(name: str, learning_rate: float, dtype: tf.DType = tf.float32, momentum: float = 0.9,

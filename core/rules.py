@@ -20,23 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from core import losses
-from core.errors import ConfigError, DataError
+from core.choices import RULES, check_rule  # noqa: F401  (re-exported)
+from core.errors import DataError
 from core.network import Dense
-
-RULES = ("backprop", "delta", "lms", "perceptron", "hebbian", "oja")
-
-
-def check_rule(rule: str, hidden: Sequence[int], strategy: str = "none") -> str:
-    """Raise ConfigError unless `rule` is known and, for a local rule, the network is one Dense layer
-    trained on one device (the distributed trainer runs backprop only)."""
-    if rule not in RULES:
-        raise ConfigError(f"rule: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    if rule != "backprop" and strategy != "none":
-        raise ConfigError(f"rule: the {rule} rule runs on one device; use strategy none, got {strategy!r}")
-    if rule != "backprop" and list(hidden):
-        raise ConfigError(f"hidden: the {rule} rule trains a single Dense layer; use hidden [] (--hidden none), "
-                          f"got {list(hidden)}")
-    return rule
 
 
 class Rule:

@@ -102,3 +102,24 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     assert lines[0].startswith("tfscope: error: ") and needle in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not out.exists() or not any(out.iterdir())  # nothing written for a refused run
+
+
+def test_named_choices_match_their_implementations():
+    """core.choices lists names without importing TensorFlow; each must have an implementation."""
+    from core import activations, choices, losses, optimizers
+
+    assert set(choices.ACTIVATIONS) == set(activations.ACTIVATIONS)
+    assert set(choices.LOSSES) == set(losses.LOSSES)
+    for name in choices.OPTIMIZERS:
+        assert optimizers.make(name, 0.1) is not None
+
+
+def test_validation_does_not_import_tensorflow():
+    """A bad flag is refused before TensorFlow loads (milliseconds, not seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom core.config import TrainConfig\nfrom core.errors import ConfigError\n"
+            "TrainConfig().validate()\ntry:\n    TrainConfig(activation='nope').validate()\n"
+            "except ConfigError:\n    pass\nassert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
