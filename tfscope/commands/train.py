@@ -90,14 +90,14 @@ def config_from_args(args: argparse.Namespace):
 
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
     """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
-    from core import run as run_mod
-    from tfscope.progress import ProgressBar
-
+    config = config_from_args(args)  # refuses a bad flag before TensorFlow loads
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
         from core.distributed import make_strategy
 
         make_strategy(args.strategy, args.devices)
-    config = config_from_args(args)
+    from core import run as run_mod
+    from tfscope.progress import ProgressBar
+
     stop = {"asked": False}
 
     def on_sigint(signum, frame):
