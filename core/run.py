@@ -82,13 +82,23 @@ def prepare_dir(run_dir: Path, resume: bool, force: bool) -> None:
 
 
 def read_history(run_dir: Path, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, losses) from history.csv, keeping only steps < `upto` when given."""
+    """(steps, losses) from history.csv, keeping only steps < `upto` when given.
+
+    A run killed mid-append can leave a cut-off last line ("12" of "1234,0.5"); lines that are not
+    a whole `step,loss` pair are skipped (a cut line that still parses belongs to a step at or
+    after the newest checkpoint, so a resume truncates it anyway)."""
     path = run_dir / HISTORY
     if not path.exists():
         return np.zeros(0, np.int64), np.zeros(0)
-    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
-    steps = np.array([int(r[0]) for r in rows], np.int64)
-    vals = np.array([float(r[1]) for r in rows])
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+        try:
+            step, loss = line.split(",")
+            rows.append((int(step), float(loss)))
+        except ValueError:
+            continue
+    steps = np.array([r[0] for r in rows], np.int64)
+    vals = np.array([r[1] for r in rows], np.float64)
     if upto is not None:
         keep = steps < upto
         steps, vals = steps[keep], vals[keep]
@@ -169,22 +179,27 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
            progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool]) -> Result:
     config.validate()
     run_dir = Path(run_dir)
+    # The data before the directory: a bad file must not cost a run that --force would replace.
+    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
     prepare_dir(run_dir, resume, force)
     if resume:
         old = TrainConfig.load(run_dir / CONFIG)
         diff = resume_mismatch(old, config)
         if diff:
             raise RunDirError(f"{run_dir}: --resume with a different {diff}")
-    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
     trainer = make_trainer(config, dataset)
     ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)
     if resume:
-        start = ckpt.restore_latest()
+        # A run killed before its first checkpoint resumes from step 0: the seeded initial
+        # weights are the ones it started from.
+        start = ckpt.restore_latest() if ckpt.started() else 0
+        write_atomic(run_dir / CONFIG, config.to_json())
         steps, vals = read_history(run_dir, upto=start)
         write_history(run_dir, steps, vals)
     else:
+        # config.json first: from here on RUN_DIR is a run, so a kill at any later point can be resumed.
+        write_atomic(run_dir / CONFIG, config.to_json())
         write_history(run_dir, np.zeros(0, np.int64), np.zeros(0))
-    write_atomic(run_dir / CONFIG, config.to_json())
 
     t0 = time.perf_counter()
     first_step = trainer.step

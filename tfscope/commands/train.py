@@ -144,8 +144,10 @@ def print_summary(result) -> None:
         print(f"oja:        first principal component (training units) {m['first_component']}")
     if m["stopped_because"] == "diverged":
         last = m["last_checkpoint_step"]
-        print(f"diverged:   the loss became non-finite at step {m['diverged_at_step']:,}; the last finite "
-              f"checkpoint is step {last}. Try a smaller --lr"
+        kept = (f"the last finite checkpoint is step {last:,}" if last is not None
+                else "no checkpoint was saved (the training state was already non-finite)")
+        print(f"diverged:   the loss became non-finite at step {m['diverged_at_step']:,}; {kept}. "
+              "Try a smaller --lr (a new run: --force)"
               + (" or drop --no-standardize" if not result.trainer.config.standardize else "") + ".")
     if m["stopped_because"] == "interrupted":
         print(f"interrupted: checkpoint saved at step {m['steps']:,}; continue with "
