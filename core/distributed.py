@@ -32,7 +32,7 @@ import tensorflow as tf
 from core.config import TrainConfig
 from core.data import Dataset
 from core.errors import ConfigError
-from core.trainer import Trainer, build_model, build_optimizer
+from core.trainer import Trainer, apply_if_finite, build_model, build_optimizer
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 _strategies: dict[tuple[str, int], tf.distribute.Strategy] = {}
@@ -210,13 +210,7 @@ class DistributedTrainer(Trainer):
         loss, grads = local_gradient(x, z)
         ctx = tf.distribute.get_replica_context()
         loss, *grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, *grads])
-        weights = self.model.weights
-
-        def apply() -> tf.Tensor:
-            self.optimizer.apply_gradients(grads, weights)
-            return tf.constant(True)
-
-        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
         return loss
 
     def _one_step(self, local_gradient: Callable, iterator) -> tf.Tensor:

@@ -40,6 +40,16 @@ class Chunk:
     stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
 
 
+def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> None:
+    """Run `update` (the step's assigns) only when `loss` is finite: a diverging step changes nothing,
+    so the state stays the last finite one."""
+    def run() -> tf.Tensor:
+        update()
+        return tf.constant(True)
+
+    tf.cond(tf.math.is_finite(loss), run, lambda: tf.constant(False))
+
+
 def build_model(config: TrainConfig, n_in: int, n_out: int) -> Regressor:
     return Regressor([n_in, *config.hidden, n_out], config.activation, config.seed, tf.as_dtype(config.dtype))
 
@@ -100,21 +110,14 @@ class Trainer:
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
 
-            def apply() -> tf.Tensor:
+            def update() -> None:
                 self.rule.assign(new_w, new_b)
                 self.optimizer.iterations.assign_add(1)
-                return tf.constant(True)
 
-            tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+            apply_if_finite(loss, update)
             return loss
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
-        weights = self.model.weights
-
-        def apply() -> tf.Tensor:
-            self.optimizer.apply_gradients(grads, weights)
-            return tf.constant(True)
-
-        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
         return loss
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
