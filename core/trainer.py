@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
 
 from core import gradients, optimizers, rules, shuffle
 from core.config import TrainConfig
@@ -29,6 +30,7 @@ from core.data import Dataset
 from core.network import Regressor
 
 DIVERGED, TARGET, STEPS, INTERRUPTED = "diverged", "target", "steps", "interrupted"
+UNROLL = 4  # fused steps per while-loop iteration (4 and 8 measured alike; 4 compiles faster)
 
 
 @dataclass
@@ -40,14 +42,19 @@ class Chunk:
     stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
 
 
-def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> None:
-    """Run `update` (the step's assigns) only when `loss` is finite: a diverging step changes nothing,
-    so the state stays the last finite one."""
+def apply_if_finite(loss: tf.Tensor, update: Callable[[], object], active: tf.Tensor | None = None) -> None:
+    """Run `update` (the step's assigns) only when `loss` is finite (and `active`, if given): a diverging
+    step changes nothing, so the state stays the last finite one.
+
+    The optimisation barrier (an identity) keeps XLA from turning the cond into selects on every state
+    Variable: the selects cost a copy of each loop-carried Variable per step in the fused loop, while a
+    real conditional updates them in place (measured 1.6 -> 0.95 us/step with Adam, see `fused_steps`)."""
     def run() -> tf.Tensor:
         update()
-        return tf.constant(True)
+        return xla.optimization_barrier(tf.constant(True))[0]
 
-    tf.cond(tf.math.is_finite(loss), run, lambda: tf.constant(False))
+    ok = tf.math.is_finite(loss)
+    tf.cond(ok if active is None else tf.logical_and(active, ok), run, lambda: tf.constant(False))
 
 
 def build_model(config: TrainConfig, n_in: int, n_out: int) -> Regressor:
@@ -104,8 +111,9 @@ class Trainer:
         idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
-    def train_step(self) -> tf.Tensor:
-        """One step: loss at the current weights, then the update unless that loss is non-finite."""
+    def train_step(self, active: tf.Tensor | None = None) -> tf.Tensor:
+        """One step: loss at the current weights, then the update unless that loss is non-finite (or
+        `active` is False: the fused loop's unrolled steps after a stop change nothing)."""
         x, z = self.batch(self.optimizer.iterations)
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
@@ -114,29 +122,43 @@ class Trainer:
                 self.rule.assign(new_w, new_b)
                 self.optimizer.iterations.assign_add(1)
 
-            apply_if_finite(loss, update)
+            apply_if_finite(loss, update, active)
             return loss
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
-        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
+        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights), active)
         return loss
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K)."""
+        """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K).
+
+        The loop runs UNROLL steps per iteration while that many remain, then single steps. Each
+        unrolled step keeps the per-step semantics: once a step stops the loop (target or non-finite
+        loss), the later steps of the same iteration are inactive (no update, no history entry, not
+        counted). XLA:CPU pays per executed instruction and per loop iteration, so this halves the
+        time per step of the lecture network (with the cond kept real by `apply_if_finite`)."""
         k = self.steps_per_call
         dtype = tf.as_dtype(self.config.dtype)
+        nan = tf.constant(float("nan"), dtype)
+        n = tf.minimum(n, k)
 
-        def cond(i, hist, done):
-            return tf.logical_and(i < n, tf.logical_not(done))
+        def step(i, hist, done, active):
+            loss = self.train_step(active)
+            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss if active is None else tf.where(active, loss, nan)])
+            stop = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
+            if active is None:
+                return i + 1, hist, stop
+            return i + tf.cast(active, tf.int32), hist, tf.logical_or(done, stop)
 
-        def body(i, hist, done):
-            loss = self.train_step()
-            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
-            done = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
-            return i + 1, hist, done
+        def unrolled(i, hist, done):
+            for _ in range(UNROLL):
+                i, hist, done = step(i, hist, done, tf.logical_not(done))
+            return i, hist, done
 
-        hist0 = tf.fill([k], tf.constant(float("nan"), dtype))  # (K,)
-        i, hist, _ = tf.while_loop(cond, body, (tf.constant(0, tf.int32), hist0, tf.constant(False)),
-                                   maximum_iterations=k)
+        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))  # hist: (K,)
+        state = tf.while_loop(lambda i, hist, done: tf.logical_and(i + UNROLL <= n, tf.logical_not(done)),
+                              unrolled, state, maximum_iterations=k // UNROLL)
+        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)),
+                                   lambda i, hist, done: step(i, hist, done, None), state, maximum_iterations=k)
         return i, hist
 
     def compiled(self, mode: str | None = None) -> Callable:
