@@ -155,20 +155,22 @@ def summary(trainer: Trainer) -> dict:
 
 def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force: bool = False,
           progress: Callable[[Progress], None] | None = None,
-          should_stop: Callable[[], bool] = lambda: False) -> Result:
+          should_stop: Callable[[], bool] = lambda: False, dataset: data_mod.Dataset | None = None) -> Result:
     """Train (or resume) a run in `run_dir` up to `config.steps` total steps; return its metrics.
 
     Under a strategy, the strategy is made first (it must precede every other TensorFlow op).
     Under multiworker only the chief writes to `run_dir`; every other worker trains in step with it
-    but writes to a private temporary copy, removed at the end, so nothing collides."""
+    but writes to a private temporary copy, removed at the end, so nothing collides. `dataset` is
+    config's data when the caller has loaded it already (the command line does, to refuse a bad
+    file before TensorFlow loads)."""
     strategy = make_strategy(config.strategy, config.devices)
     if is_chief(strategy):
-        return _train(config, run_dir, resume, force, progress, should_stop)
+        return _train(config, run_dir, resume, force, progress, should_stop, dataset)
     scratch = Path(tempfile.mkdtemp(prefix=f"tfscope-{worker_name(strategy)}-"))
     try:
         if resume and is_run(Path(run_dir)):  # start from the chief's files (a shared or copied directory)
             shutil.copytree(run_dir, scratch / "run")
-        result = _train(config, scratch / "run", resume, force, progress, should_stop)
+        result = _train(config, scratch / "run", resume, force, progress, should_stop, dataset)
         result.run_dir = Path(run_dir)
         return result
     finally:
@@ -176,11 +178,13 @@ def train(config: TrainConfig, run_dir: str | Path, resume: bool = False, force:
 
 
 def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
-           progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool]) -> Result:
+           progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool],
+           dataset: data_mod.Dataset | None = None) -> Result:
     config.validate()
     run_dir = Path(run_dir)
     # The data before the directory: a bad file must not cost a run that --force would replace.
-    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
+    if dataset is None:
+        dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
     prepare_dir(run_dir, resume, force)
     if resume:
         old = TrainConfig.load(run_dir / CONFIG)

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
+from core.errors import RunDirError
 from core.network import Regressor
 from export.serving import INPUT, LAYERS, OUTPUT, SERVING, UNSTANDARDIZE, live_stages, stage_names
 
@@ -135,13 +136,24 @@ def reference_runtime(proto: onnx.ModelProto, stages: list[str]) -> Runtime:
     return Runtime("onnx_reference", lambda x: np.asarray(ev.run([OUTPUT], {INPUT: x})[0]), run_stages)
 
 
+def loading(path: Path, what: str, load: Callable):
+    """`load()`, or RunDirError naming `path` when it fails: parsers of broken files raise many types
+    (protobuf's DecodeError, OSError, onnxruntime's own), all meaning the same thing here."""
+    try:
+        return load()
+    except Exception as e:  # noqa: BLE001  (see the docstring)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunDirError(f"{path}: unreadable {what} ({first[:160]})") from None
+
+
 def all_runtimes(model: Regressor, saved_model: Path, onnx_path: Path) -> dict[str, Runtime]:
-    """The reference (eager) first, then every runtime in RUNTIMES order."""
-    proto = onnx.load(str(onnx_path))
+    """The reference (eager) first, then every runtime in RUNTIMES order. A file that does not
+    load (cut short, or not what its name says) is a RunDirError naming it."""
     stages = stage_names(model)
     out = live_runtimes(model)
-    out["savedmodel"] = savedmodel_runtime(saved_model)
-    out["ort_noopt"] = ort_runtime(proto, stages, optimise=False)
+    out["savedmodel"] = loading(saved_model, "SavedModel", lambda: savedmodel_runtime(saved_model))
+    proto = loading(onnx_path, "ONNX model", lambda: onnx.load(str(onnx_path)))
+    out["ort_noopt"] = loading(onnx_path, "ONNX model", lambda: ort_runtime(proto, stages, optimise=False))
     out["ort_all"] = ort_runtime(proto, stages, optimise=True)
     out["onnx_reference"] = reference_runtime(proto, stages)
     return {k: out[k] for k in (EAGER, *RUNTIMES)}

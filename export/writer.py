@@ -104,13 +104,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunDirError(f"{out.parent}: cannot create ({e.strerror})") from None
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
     remove_stale(out)
     tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
     info = {"run_dir": str(run_dir.resolve()), "step": trainer.step, "features": list(trainer.data.features),
             "targets": list(trainer.data.targets), "tensorflow": tf.__version__}
     try:
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
         write_export(trainer.model, trainer.data.x, tmp, opset, info, run_dir / CONFIG)
         report = verify(tmp, atol, rtol, write=False)
         report.export_dir = str(out)

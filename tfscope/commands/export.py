@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -33,7 +34,18 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def tolerance(text: str) -> float:
+    """A finite number >= 0, for --atol and --rtol (refused by the parser, before TensorFlow loads)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def add_tolerance_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--atol", type=float, help="absolute tolerance (default: 1e-5 for float32, 1e-12 for float64)")
-    p.add_argument("--rtol", type=float, help="relative tolerance (default: 1e-5 for float32, 1e-12 for float64)")
+    p.add_argument("--atol", type=tolerance, help="absolute tolerance (default: 1e-5 for float32, 1e-12 for float64)")
+    p.add_argument("--rtol", type=tolerance, help="relative tolerance (default: 1e-5 for float32, 1e-12 for float64)")
     p.add_argument("--detail", action="store_true", help="one table row per runtime and input set")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 def cmd_hlo(args: argparse.Namespace) -> int:
     from core.errors import ConfigError, RunDirError
-    from core.run import load_run
-    from profiling import hlo
+    from profiling import hlo  # its TensorFlow import is deferred: the checks below cost nothing
 
     hlo.check_stage(args.stage)
     if args.mode not in (*hlo.IR_MODES, "both"):
@@ -23,6 +22,8 @@ def cmd_hlo(args: argparse.Namespace) -> int:
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         raise RunDirError(f"{existing[0]}: already exists; choose another --out or use --force to replace it")
+    from core.run import load_run
+
     trainer = load_run(args.run_dir)
     report = hlo.write_ir(trainer, out, args.stage, modes)
     summary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -18,15 +18,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from core.choices import MODES
     from profiling.limits import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
+    from tfscope.commands.train import positive_int
 
     p = sub.add_parser("profile", help="profile a run's compiled step into a TensorBoard log directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--logdir", required=True, metavar="LOGDIR", help="TensorBoard log directory to create")
-    p.add_argument("--mode", default="fused", help="eager, graph, xla, fused (default: fused, the fastest)")
-    p.add_argument("--calls", type=int, metavar="N",
+    p.add_argument("--mode", default="fused", choices=MODES,
+                   help="eager, graph, xla, fused (default: fused, the fastest)")
+    p.add_argument("--calls", type=positive_int, metavar="N",
                    help=f"calls to capture (default: {DEFAULT_CALLS['fused']} fused, {DEFAULT_CALLS['xla']} xla/graph)")
-    p.add_argument("--steps-per-call", type=int, metavar="K",
+    p.add_argument("--steps-per-call", type=positive_int, metavar="K",
                    help=f"fused mode: steps per call (default: sized to keep the capture under "
                         f"{DEFAULT_EVENT_BUDGET:,} events)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="ops to print (default: 10; the files hold all)")

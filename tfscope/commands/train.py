@@ -91,6 +91,9 @@ def config_from_args(args: argparse.Namespace):
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
     """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
     config = config_from_args(args)  # refuses a bad flag before TensorFlow loads
+    from core import data as data_mod
+
+    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)  # and a bad file
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
         from core.distributed import make_strategy
 
@@ -107,7 +110,7 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
     bar = ProgressBar()
     try:
         result = run_mod.train(config, out, resume=resume, force=force, progress=bar,
-                               should_stop=lambda: stop["asked"])
+                               should_stop=lambda: stop["asked"], dataset=dataset)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
