@@ -178,7 +178,7 @@ def read_text(path: str | Path) -> str:
 def load_features(path: str | Path, names: Sequence[str], dtype: str = "float32") -> np.ndarray:
     """Rows to predict on: the columns called `names` when the header has them all, else every
     column when there are exactly len(names) of them."""
-    header, values = parse_table(read_text(path), str(path))
+    header, values, lines = _parse(read_text(path), str(path))
     if all(n in header for n in names):
         cols = [header.index(n) for n in names]
     elif len(header) == len(names):
@@ -187,6 +187,11 @@ def load_features(path: str | Path, names: Sequence[str], dtype: str = "float32"
         raise DataError(f"{path}: needs the columns {', '.join(names)} (or exactly {len(names)} columns)")
     if values.shape[0] == 0:
         raise DataError(f"{path}: has no data rows")
+    too_big = np.abs(values[:, cols]) > np.finfo(DTYPES[dtype]).max  # (rows, len(names))
+    if too_big.any():
+        r, c = np.argwhere(too_big)[0]
+        raise DataError(f"{path}: row {lines[r]}, column {header[cols[c]]!r}: "
+                        f"{float(values[r, cols[c]]):g} overflows {dtype}")
     return values[:, cols].astype(DTYPES[dtype])
 
 

@@ -32,6 +32,7 @@ CSV = {  # name -> contents (bytes are written as they are)
     "dup.csv": "x,x,z\n1,2,10\n2,1,9\n3,3,17\n",
     "garbage.bin": bytes(range(256)) * 4,
     "bad_predict.csv": "x,y\n1,2\n3\n",
+    "big.csv": "x,y\n3,2\n1e39,2\n",
 }
 
 # (case id, argv, exit status, text the stderr line must contain: the culprit)
@@ -85,6 +86,8 @@ CASES = [
     ("predict non-finite row", ("predict", "run", "3,inf"), 2, "row 1 '3,inf' is not finite"),
     ("predict no rows", ("predict", "run"), 2, "predict"),
     ("predict bad csv", ("predict", "run", "--csv", "bad_predict.csv"), 2, "bad_predict.csv: row 3"),
+    ("predict csv beyond float32", ("predict", "run", "--csv", "big.csv"), 2, "big.csv: row 3, column 'x'"),
+    ("predict row not plain decimal", ("predict", "run", "3,1_0"), 2, "row 1 '3,1_0' is not plain decimal"),
     ("predict not a run", ("predict", "notarun", "3,2"), 2, "notarun"),
     ("predict missing run", ("predict", "nowhere", "3,2"), 2, "nowhere"),
     ("predict corrupt checkpoint", ("predict", "corrupt", "3,2"), 2, "corrupt/checkpoints/ckpt-"),

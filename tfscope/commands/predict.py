@@ -9,7 +9,11 @@ import numpy as np
 from tfscope.cli import fail
 
 
-def parse_rows(rows: list[str], n_in: int) -> np.ndarray:
+def parse_rows(rows: list[str], n_in: int, dtype: str = "float64") -> np.ndarray:
+    """Rows typed on the command line as an (n, n_in) array; cells follow the CSV rules (plain
+    decimal numbers, finite, within `dtype`'s range), else one line naming the row."""
+    from core.data import NUMBER
+
     out = []
     for i, row in enumerate(rows, 1):
         cells = [c for c in row.replace(" ", ",").split(",") if c]
@@ -21,6 +25,10 @@ def parse_rows(rows: list[str], n_in: int) -> np.ndarray:
             fail(f"predict: row {i} {row!r} is not numeric")
         if not np.all(np.isfinite(values)):
             fail(f"predict: row {i} {row!r} is not finite")
+        if not all(NUMBER.fullmatch(c) for c in cells):
+            fail(f"predict: row {i} {row!r} is not plain decimal numbers")
+        if np.any(np.abs(values) > np.finfo(dtype).max):
+            fail(f"predict: row {i} {row!r} overflows {dtype}")
         out.append(values)
     return np.asarray(out)
 
@@ -34,7 +42,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.csv:
         x = data_mod.load_features(args.csv, trainer.data.features, trainer.config.dtype)
     elif args.rows:
-        x = parse_rows(args.rows, n_in)
+        x = parse_rows(args.rows, n_in, trainer.config.dtype)
     else:
         fail("predict: give one or more rows (e.g. 3,2) or --csv FILE")
     z = trainer.model.predict(x)
