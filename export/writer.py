@@ -27,6 +27,7 @@ from export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
 
 BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
 PARTIAL = ".partial-"
+OLD = ".old-"  # an export being replaced (--force) waits under this name until the new one is in place
 
 
 def _pid_alive(pid: int) -> bool:
@@ -40,14 +41,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale(out: Path) -> None:
-    """Delete temporary directories of earlier exports to `out` whose process has died."""
-    for p in out.parent.glob(f".{out.name}{PARTIAL}*"):
-        try:
-            pid = int(p.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
+    """Delete temporary directories of earlier exports to `out` whose process has died. An export
+    that a --force replacement moved aside is put back if that process died before the new one
+    took its place (between the two renames of `commit`), else deleted."""
+    for kind in (OLD, PARTIAL):
+        for p in out.parent.glob(f".{out.name}{kind}*"):
+            try:
+                pid = int(p.name.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if _pid_alive(pid):
+                continue
+            if kind == OLD and not out.exists():
+                os.replace(p, out)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def write_onnx(module: ExportModule, path: Path, opset: int) -> None:
@@ -84,7 +92,7 @@ def write_export(model: Regressor, x_train, directory: Path, opset: int, info: d
 def commit(tmp: Path, out: Path) -> None:
     """Move the complete export into place; an old one is removed only after the swap."""
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        old = out.parent / f".{out.name}{OLD}{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)

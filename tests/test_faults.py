@@ -10,6 +10,7 @@ subprocess has a deadline and is reaped. The scenarios run two at a time (one pe
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -283,3 +284,28 @@ def test_the_checkpointer_refuses_a_non_finite_state(tmp_path):
     ckpt = Checkpointer(tmp_path, trainer.model, trainer.optimizer)
     trainer.model.weights[0].assign(tf.fill(trainer.model.weights[0].shape, np.inf))
     assert ckpt.save() is None and not (tmp_path / CHECKPOINT_DIR).exists()
+
+
+def test_an_export_moved_aside_by_a_dead_force_replacement_is_put_back(tmp_path):
+    """`export --force` renames the old export aside, then the new one in: a kill between the two
+    renames (too short a window to hit with a signal, so the state is made here) must not lose the
+    old export. The next export puts it back, or deletes it once a new one is in place.
+    (tests/test_export_cli.py kills an export while it writes.)"""
+    from export.preflight import MARKER
+    from export.writer import OLD, PARTIAL, remove_stale
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait(timeout=DEADLINE)  # its pid is now a dead process's
+    out = tmp_path / "exp"
+    old, partial = tmp_path / f".exp{OLD}{done.pid}", tmp_path / f".exp{PARTIAL}{done.pid}"
+    for d, text in ((old, "the old export"), (partial, "the new one, complete but not yet in place")):
+        d.mkdir()
+        (d / MARKER).write_text(text)
+    mine = tmp_path / f".exp{OLD}{os.getpid()}"  # a live process's: left alone
+    mine.mkdir()
+    remove_stale(out)
+    assert (out / MARKER).read_text() == "the old export"
+    assert not old.exists() and not partial.exists() and mine.exists()
+    old.mkdir()  # crashed after the new export was in place: the old one just goes
+    remove_stale(out)
+    assert not old.exists() and (out / MARKER).read_text() == "the old export"
