@@ -46,12 +46,14 @@ def apply_if_finite(loss: tf.Tensor, update: Callable[[], object], active: tf.Te
     """Run `update` (the step's assigns) only when `loss` is finite (and `active`, if given): a diverging
     step changes nothing, so the state stays the last finite one.
 
-    The optimisation barrier (an identity) keeps XLA from turning the cond into selects on every state
-    Variable: the selects cost a copy of each loop-carried Variable per step in the fused loop, while a
-    real conditional updates them in place (measured 1.6 -> 0.95 us/step with Adam, see `fused_steps`)."""
+    Inside the fused loop (`active` given) an optimisation barrier (an identity) keeps XLA from turning
+    the cond into selects on every state Variable: the selects cost a copy of each loop-carried Variable
+    per step, while a real conditional updates them in place (1.6 -> 0.95 us/step with Adam, see
+    `fused_steps`). Elsewhere it is left out: it has no TF kernel, so eager and graph would call XLA."""
     def run() -> tf.Tensor:
         update()
-        return xla.optimization_barrier(tf.constant(True))[0]
+        done = tf.constant(True)
+        return done if active is None else xla.optimization_barrier(done)[0]
 
     ok = tf.math.is_finite(loss)
     tf.cond(ok if active is None else tf.logical_and(active, ok), run, lambda: tf.constant(False))
@@ -111,9 +113,13 @@ class Trainer:
         idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
-    def train_step(self, active: tf.Tensor | None = None) -> tf.Tensor:
-        """One step: loss at the current weights, then the update unless that loss is non-finite (or
-        `active` is False: the fused loop's unrolled steps after a stop change nothing)."""
+    def train_step(self) -> tf.Tensor:
+        """One step: loss at the current weights, then the update unless that loss is non-finite."""
+        return self.guarded_step(None)
+
+    def guarded_step(self, active: tf.Tensor | None) -> tf.Tensor:
+        """`train_step`, whose update is also skipped when `active` is False: the fused loop's
+        unrolled steps after a stop change nothing."""
         x, z = self.batch(self.optimizer.iterations)
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
@@ -142,7 +148,7 @@ class Trainer:
         n = tf.minimum(n, k)
 
         def step(i, hist, done, active):
-            loss = self.train_step(active)
+            loss = self.guarded_step(active)
             hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss if active is None else tf.where(active, loss, nan)])
             stop = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
             if active is None:

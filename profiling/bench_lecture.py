@@ -250,16 +250,19 @@ def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solutio
 
 
 def fused_step_instructions(steps_per_call: int = 1000) -> dict:
-    """What one fused step executes: the optimized-HLO instructions with code in the while loop's body
-    and condition (from `profiling.hlo`), by opcode. The body does not depend on `steps_per_call`."""
+    """What one fused step executes (from `profiling.hlo`): instructions with code per step, and the
+    opcodes of one iteration of the main (unrolled) loop: body, condition and update branches. The
+    loop does not depend on `steps_per_call`."""
+    from collections import Counter
+
     from profiling import hlo
 
     trainer = project_trainer(steps_per_call)
     fn = trainer.compiled("fused")
     module = hlo.parse(hlo.compiler_ir(fn, hlo.step_args(trainer, "fused"), "optimized_hlo"))
-    s = hlo.summary(module)
-    by_opcode: dict[str, int] = {}
-    for loop in s["while_loops"]:
-        for op, n in loop["body_by_opcode"].items():
-            by_opcode[op] = by_opcode.get(op, 0) + n
-    return {"per_step": s["executed_per_loop_iteration"], "body_by_opcode": by_opcode}
+    loop = max(module.whiles(), key=lambda w: len(module.guards(w.body)))
+    parts = [loop.body, loop.condition, *(g.true_computation for g in module.guards(loop.body))]
+    by_opcode = Counter(i.opcode for c in parts for i in module.computations.get(c, []) if i.opcode not in hlo.NO_CODE)
+    steps = max(1, len(module.guards(loop.body)))
+    return {"per_step": round(sum(by_opcode.values()) / steps, 2), "steps_per_iteration": steps,
+            "iteration_by_opcode": dict(by_opcode.most_common())}

@@ -42,6 +42,8 @@ class Instruction:
     to_apply: str = ""  # reduce, map, sort...: the computation applied per element
     body: str = ""  # while: body computation
     condition: str = ""  # while: condition computation
+    true_computation: str = ""  # conditional: the branch taken when the predicate holds
+    false_computation: str = ""  # conditional: the other branch
 
 
 @dataclass
@@ -67,13 +69,30 @@ class HloModule:
     def whiles(self) -> list[Instruction]:
         return [i for insts in self.computations.values() for i in insts if i.opcode == "while"]
 
-    def executed_per_iteration(self) -> int:
-        """Instructions with code in all while bodies and conditions: what one fused step executes."""
-        loops = {c for w in self.whiles() for c in (w.body, w.condition)}
-        return sum(1 for c in loops for i in self.computations.get(c, []) if i.opcode not in NO_CODE)
+    def code(self, computation: str) -> int:
+        """Instructions with code of their own in one computation."""
+        return sum(1 for i in self.computations.get(computation, []) if i.opcode not in NO_CODE)
+
+    def guards(self, computation: str) -> list[Instruction]:
+        """The conditionals of a computation: in a fused loop body, one per unrolled step."""
+        return [i for i in self.computations.get(computation, []) if i.opcode == "conditional"]
+
+    def loop_parts(self) -> set[str]:
+        """Computations that run per loop iteration: bodies, conditions and the branches they call."""
+        parts = {c for w in self.whiles() for c in (w.body, w.condition)}
+        return parts | {b for w in self.whiles() for g in self.guards(w.body)
+                        for b in (g.true_computation, g.false_computation)}
+
+    def executed_per_step(self) -> float:
+        """Instructions with code that one fused step executes: per loop, body + condition + the taken
+        (update) branches, over the steps one iteration runs (its guards, at least 1); the largest."""
+        per_step = [(self.code(w.body) + self.code(w.condition)
+                     + sum(self.code(g.true_computation) for g in self.guards(w.body)))
+                    / max(1, len(self.guards(w.body))) for w in self.whiles()]
+        return max(per_step, default=0.0)
 
     def executed_outside_loops(self) -> int:
-        loops = {c for w in self.whiles() for c in (w.body, w.condition)}
+        loops = self.loop_parts()
         return sum(1 for i in self.scheduled() if i.computation not in loops)
 
 
@@ -100,11 +119,13 @@ def parse(text: str) -> HloModule:
         if current is None or not im:
             continue
         bare = re.sub(r"metadata=\{[^}]*\}", "", line)  # op names in metadata must not look like attributes
-        attrs = dict(re.findall(r"\b(kind|calls|body|condition|to_apply)=%?([\w.\-]+)", bare))
+        attrs = dict(re.findall(r"\b(kind|calls|body|condition|to_apply|true_computation|false_computation)"
+                                r"=%?([\w.\-]+)", bare))
         module.computations[current].append(Instruction(
             name=im.group(2), opcode=im.group(4), shape=_shape(im.group(3)), computation=current,
             fusion_kind=attrs.get("kind", ""), calls=attrs.get("calls", ""), to_apply=attrs.get("to_apply", ""),
-            body=attrs.get("body", ""), condition=attrs.get("condition", "")))
+            body=attrs.get("body", ""), condition=attrs.get("condition", ""),
+            true_computation=attrs.get("true_computation", ""), false_computation=attrs.get("false_computation", "")))
     return module
 
 
@@ -123,13 +144,14 @@ def summary(module: HloModule) -> dict:
         "by_opcode": dict(Counter(i.opcode for i in insts).most_common()),
         "fusions_by_kind": dict(Counter(i.fusion_kind for i in insts if i.opcode == "fusion").most_common()),
         "executed_per_call_outside_loops": module.executed_outside_loops(),
-        "executed_per_loop_iteration": module.executed_per_iteration(),
+        "executed_per_step": round(module.executed_per_step(), 2),
         "while_loops": [],
     }
     for w in module.whiles():
         body = module.computations.get(w.body, [])
         out["while_loops"].append({
-            "instruction": w.name, "body": w.body, "condition": w.condition,
+            "instruction": w.name, "body": w.body, "condition": w.condition, "steps_per_iteration":
+            max(1, len(module.guards(w.body))),
             "body_by_opcode": dict(Counter(i.opcode for i in body if i.opcode not in NO_CODE).most_common()),
             "body_instructions": [f"{i.name} = {i.opcode}{'(' + i.fusion_kind + ')' if i.fusion_kind else ''} "
                                   f"-> {i.shape}" for i in body if i.opcode not in NO_CODE],
@@ -208,12 +230,13 @@ def format_summary(report: dict) -> str:
         lines.append(f"  TF graph: {sum(ops.values())} ops; " + ", ".join(f"{k} {v}" for k, v in list(ops.items())[:8]))
         lines.append(f"  optimized HLO {s['module']}: {s['instructions']} instructions outside fusions; "
                      f"{s['executed_per_call_outside_loops']} run once per call, "
-                     f"{s['executed_per_loop_iteration']} per loop iteration")
+                     f"{s['executed_per_step']:g} per fused step")
         lines.append("  by opcode: " + ", ".join(f"{k} {v}" for k, v in s["by_opcode"].items()))
         if s["fusions_by_kind"]:
             lines.append("  fusions by kind: " + ", ".join(f"{k} {v}" for k, v in s["fusions_by_kind"].items()))
         for w in s["while_loops"]:
-            lines.append(f"  while loop {w['instruction']}: body {w['body']}, "
+            lines.append(f"  while loop {w['instruction']} ({w['steps_per_iteration']} step(s) an iteration): "
+                         f"body {w['body']}, "
                          + ", ".join(f"{k} {v}" for k, v in w["body_by_opcode"].items()))
             lines.extend(f"    {t}" for t in w["body_instructions"])
     return "\n".join(lines)
