@@ -29,9 +29,9 @@ from core.config import TrainConfig
 from core.run import HISTORY, METRICS, load_run
 from core.trainer import Trainer
 
-STEPS, EVERY = 1600, 20
+STEPS, EVERY = 1000, 20
 # Mini-batches (the data position must resume too), a non-linear net (the loss never reaches 0),
-# a checkpoint every 20 steps: about 80 saves, so many kill points fall near or inside one.
+# a checkpoint every 20 steps: 50 saves, so many kill points fall near or inside one.
 FLAGS = ("--batch-size", "4", "--hidden", "8,8", "--activation", "tanh", "--target-loss", "0",
          "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--seed", "3")
 DEADLINE = 120.0  # seconds for any one subprocess; a healthy one takes about 10
@@ -101,7 +101,8 @@ def kill_when(p: Proc, ready: Callable[[], bool], sig: int = signal.SIGKILL) -> 
             time.sleep(0.0005)
         p.send_signal(sig)
     except BaseException:
-        finish(p, 0)
+        p.kill()
+        p.wait(timeout=30)
         raise
     if sig == signal.SIGKILL:
         assert finish(p) == -signal.SIGKILL
@@ -155,9 +156,9 @@ def scenario(name: str, tmp: Path) -> dict:
         p = launch(run)
         kill_when(p, lambda: (run / "config.json").exists())
         seen["indexed"] = indexed_step(run)
-    elif name == "after 0.7 s of training":
+    elif name == "after 0.4 s of training":
         p = launch(run)
-        kill_when(p, after(0.7, lambda: history_rows(run) > 0))
+        kill_when(p, after(0.4, lambda: history_rows(run) > 0))
         seen["rows"] = history_rows(run)
     elif name == "history ahead of the checkpoint":
         p = launch(run)
@@ -179,7 +180,7 @@ def scenario(name: str, tmp: Path) -> dict:
     return seen
 
 
-SCENARIOS = ("before the first checkpoint", "after 0.7 s of training", "history ahead of the checkpoint",
+SCENARIOS = ("before the first checkpoint", "after 0.4 s of training", "history ahead of the checkpoint",
              "during a checkpoint write", "twice", "after the last checkpoint")
 
 
