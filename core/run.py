@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -26,9 +25,21 @@ from core.checkpoints import Checkpointer
 from core.config import TrainConfig, resume_mismatch
 from core.distributed import is_chief, make_strategy, make_trainer, worker_name
 from core.errors import RunDirError
+from core.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
+    CONFIG,
+    HISTORY,
+    METRICS,
+    PLOT,
+    append_history,
+    is_run,
+    plot_loss,
+    prepare_dir,
+    read_history,
+    write_atomic,
+    write_history,
+)
 from core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
 
-CONFIG, METRICS, HISTORY, PLOT = "config.json", "metrics.json", "history.csv", "loss.png"
 CALL_SECONDS = 0.3  # fused mode sizes each call to last about this long
 
 
@@ -45,96 +56,6 @@ class Result:
     run_dir: Path
     trainer: Trainer
     metrics: dict = field(default_factory=dict)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def is_run(path: Path) -> bool:
-    return (path / CONFIG).is_file()
-
-
-def prepare_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse to clobber: an existing non-empty RUN_DIR needs --resume or --force."""
-    if resume:
-        if not is_run(run_dir):
-            raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG}); nothing to resume")
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise RunDirError(f"{run_dir}: already exists; use --resume to continue it or --force to replace it")
-        if not is_run(run_dir):
-            raise RunDirError(f"{run_dir}: exists and is not a run directory; --force only replaces runs")
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise RunDirError(f"{run_dir}: cannot write there ({e.strerror})") from None
-
-
-def read_history(run_dir: Path, upto: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, losses) from history.csv, keeping only steps < `upto` when given.
-
-    A run killed mid-append can leave a cut-off last line ("12" of "1234,0.5"); lines that are not
-    a whole `step,loss` pair are skipped (a cut line that still parses belongs to a step at or
-    after the newest checkpoint, so a resume truncates it anyway)."""
-    path = run_dir / HISTORY
-    if not path.exists():
-        return np.zeros(0, np.int64), np.zeros(0)
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
-        try:
-            step, loss = line.split(",")
-            rows.append((int(step), float(loss)))
-        except ValueError:
-            continue
-    steps = np.array([r[0] for r in rows], np.int64)
-    vals = np.array([r[1] for r in rows], np.float64)
-    if upto is not None:
-        keep = steps < upto
-        steps, vals = steps[keep], vals[keep]
-    return steps, vals
-
-
-def write_history(run_dir: Path, steps: np.ndarray, vals: np.ndarray) -> None:
-    lines = ["step,loss"] + [f"{s},{v!r}" for s, v in zip(steps.tolist(), vals.tolist())]
-    write_atomic(run_dir / HISTORY, "\n".join(lines) + "\n")
-
-
-def append_history(run_dir: Path, start: int, vals: np.ndarray) -> None:
-    with open(run_dir / HISTORY, "a", encoding="utf-8") as f:
-        f.write("".join(f"{start + i},{float(v)!r}\n" for i, v in enumerate(vals)))
-
-
-def plot_loss(run_dir: Path, steps: np.ndarray, vals: np.ndarray, title: str) -> None:
-    """loss.png: training loss against step on a log scale, like the lecture's plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    finite = np.isfinite(vals) & (vals > 0)
-    ax.plot(steps[finite], vals[finite], lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    tmp = run_dir / ".loss.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, run_dir / PLOT)
 
 
 def summary(trainer: Trainer) -> dict:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from core import data as data_mod
 from core.config import TrainConfig
-from core.trainer import Trainer
+from core.trainer import UNROLL, Trainer
 from profiling.bench import Timing, measure, summarize
 
 POINT, TRUTH, TOLERANCE = (3.0, 2.0), 14.0, 1e-3  # the lecture's test point, its true z, the goal
@@ -144,9 +144,10 @@ def time_keras_fit(jit_compile: bool, steps_per_execution: int, window: int, war
     return summarize(samples, window)
 
 
-def project_trainer(steps_per_call: int = 100_000) -> Trainer:
-    """This project's Trainer on the lecture data with default settings, never stopping early."""
-    return Trainer(TrainConfig(target_loss=0.0, steps_per_call=steps_per_call), data_mod.builtin())
+def project_trainer(steps_per_call: int = 100_000, unroll: int = UNROLL) -> Trainer:
+    """This project's Trainer on the lecture data with default settings, never stopping early, its
+    fused loop unrolled as a long run would be (`--unroll 4`)."""
+    return Trainer(TrainConfig(target_loss=0.0, steps_per_call=steps_per_call, unroll=unroll), data_mod.builtin())
 
 
 def time_project_mode(mode: str, window: int, warmup: int = 1, repeats: int = 5) -> Timing:

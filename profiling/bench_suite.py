@@ -96,7 +96,8 @@ def per_step(plan: Plan) -> dict:
     windows = {"eager": plan.eager_window, "graph": plan.graph_window, "xla": plan.graph_window,
                "fused": plan.fused_steps}
     for mode, window in windows.items():
-        label = f"tfscope {mode}" + (f" ({window:,} steps per call)" if mode == "fused" else "")
+        suffix = f" ({window:,} steps per call, --unroll {bench_lecture.UNROLL})"
+        label = f"tfscope {mode}" + (suffix if mode == "fused" else "")
         t = _timed(label, US, "us/step", bench_lecture.time_project_mode, mode, window, 1, r)
         rows.append({**_row(label, t, US), "mode": mode})
     fused = rows[-1]["median"]

@@ -18,6 +18,7 @@ def trainer(lecture_run):
 
     t = load_run(lecture_run)
     t.steps_per_call = 50  # a small loss buffer; the loop's code is the same for any K
+    t.config.unroll = UNROLL  # the unrolled loop (two while loops, one guard per step), before any trace
     return t
 
 

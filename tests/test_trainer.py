@@ -196,7 +196,7 @@ def test_fused_unrolled_steps_stop_where_per_step_runs_stop():
     """The fused loop runs UNROLL steps per iteration: a stop at each position within an iteration and
     a step count that is no multiple of UNROLL give exactly the per-step (xla) steps, losses and
     weights, and the loss buffer stays NaN past the last step run."""
-    config = TrainConfig(target_loss=0.0, batch_size=4)
+    config = TrainConfig(target_loss=0.0, batch_size=4, unroll=UNROLL)
     oracle = Trainer(config, data.builtin()).run_chunk(40, "xla").losses  # (40,) one compiled call per step
     first_hit = {}  # position in an iteration -> (target, index of the first loss <= target)
     for s in range(1, 40):
