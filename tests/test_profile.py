@@ -169,7 +169,13 @@ def test_default_capture_is_bounded(fused):
 
     _, report, _, warnings = fused
     size = Path(report["xplane"]).stat().st_size
-    assert size == report["xplane_bytes"] < capture.SIZE_LIMIT_BYTES
+    assert size == report["xplane_bytes"]
+    # The capture also carries, in /host:metadata, the HLO of every XLA module this process has
+    # compiled: a fresh `tfscope profile` holds only the run's, a test process after other tests
+    # holds many. The window's own planes are what the default bounds.
+    space = raw_space(report)
+    metadata = sum(p.ByteSize() for p in space.planes if p.name == "/host:metadata")
+    assert size - metadata < capture.SIZE_LIMIT_BYTES
     assert report["window"]["estimated_events"] <= capture.DEFAULT_EVENT_BUDGET
     assert not warnings
     # The instruction-count estimate must not undercount what was recorded.
