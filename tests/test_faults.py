@@ -240,15 +240,20 @@ def test_sigint_saves_says_how_to_resume_and_resumes_exactly(killed):
     assert_same(state(run), killed["whole"])
 
 
+def diverge(run: Path, lr: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Plain SGD on raw lecture data at `lr`, a checkpoint due every step: (process, metrics)."""
+    p = subprocess.run([sys.executable, "-m", "tfscope", "train", "--out", str(run), "--optimizer", "sgd",
+                        "--lr", lr, "--no-standardize", "--checkpoint-every", "1", "--mode", "xla"],
+                       capture_output=True, text=True, timeout=DEADLINE)
+    assert p.returncode == 1, p.stderr
+    return p, json.loads((run / METRICS).read_text())
+
+
 def test_divergence_names_the_step_and_never_checkpoints_a_non_finite_state(tmp_path):
     """Raw lecture data, plain SGD at lr 1e38: the first update overflows the weights to inf
     (the loss at step 0 is finite, at step 1 NaN); a checkpoint is due at every step."""
     run = tmp_path / "r"
-    p = subprocess.run([sys.executable, "-m", "tfscope", "train", "--out", str(run), "--optimizer", "sgd",
-                        "--lr", "1e38", "--no-standardize", "--checkpoint-every", "1", "--mode", "xla"],
-                       capture_output=True, text=True, timeout=DEADLINE)
-    assert p.returncode == 1, p.stderr
-    metrics = json.loads((run / METRICS).read_text())
+    p, metrics = diverge(run, "1e38")
     assert (metrics["stopped_because"], metrics["diverged_at_step"], metrics["last_checkpoint_step"]) == (
         "diverged", 1, None)
     assert "the loss became non-finite at step 1; no checkpoint was saved" in p.stdout
@@ -257,11 +262,7 @@ def test_divergence_names_the_step_and_never_checkpoints_a_non_finite_state(tmp_
 
     # lr 0.05: the loss overflows while the weights are still finite; every kept checkpoint is finite
     run = tmp_path / "s"
-    p = subprocess.run([sys.executable, "-m", "tfscope", "train", "--out", str(run), "--optimizer", "sgd",
-                        "--lr", "0.05", "--no-standardize", "--checkpoint-every", "1", "--mode", "xla"],
-                       capture_output=True, text=True, timeout=DEADLINE)
-    assert p.returncode == 1, p.stderr
-    metrics = json.loads((run / METRICS).read_text())
+    p, metrics = diverge(run, "0.05")
     at = metrics["diverged_at_step"]
     assert f"the loss became non-finite at step {at}; the last finite checkpoint is step {at}." in p.stdout
     history = (run / HISTORY).read_text().splitlines()
