@@ -210,13 +210,3 @@ class Trainer:
         elif len(losses) and losses[-1] <= target:
             stopped = TARGET
         return Chunk(start, losses, stopped)
-
-    def variables_finite(self) -> bool:
-        tracked = [*self.model.weights, *[v for vs in self.optimizer.slots.values() for v in vs]]
-        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in tracked)
-
-    def loss_now(self) -> float:
-        """The full-data training loss at the current weights (standardised units)."""
-        from core import losses
-
-        return float(losses.get(self.config.loss)(self.model.mlp(self.x), self.z))

@@ -111,7 +111,7 @@ def test_named_choices_match_their_implementations():
     assert set(choices.ACTIVATIONS) == set(activations.ACTIVATIONS)
     assert set(choices.LOSSES) == set(losses.LOSSES)
     for name in choices.OPTIMIZERS:
-        assert optimizers.make(name, 0.1) is not None
+        assert optimizers.make(name, 0.1).name == name
 
 
 def test_validation_does_not_import_tensorflow():
