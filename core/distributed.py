@@ -29,12 +29,12 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from core import choices
 from core.config import TrainConfig
 from core.data import Dataset
 from core.errors import ConfigError
 from core.trainer import Trainer, apply_if_finite, build_model, build_optimizer
 
-STRATEGIES = ("none", "mirrored", "multiworker")
 _strategies: dict[tuple[str, int], tf.distribute.Strategy] = {}
 
 
@@ -80,8 +80,7 @@ def make_strategy(kind: str, devices: int = 1) -> tf.distribute.Strategy:
     """The strategy for `kind` (cached per process): the default one for "none"; for "mirrored" the
     first `devices` GPUs, or `devices` logical CPUs when there is no GPU; for "multiworker" one
     replica per worker (per GPU with GPUs) from TF_CONFIG. Call it before any other TensorFlow op."""
-    if kind not in STRATEGIES:
-        raise ConfigError(f"strategy: unknown strategy {kind!r}; choose one of {', '.join(STRATEGIES)}")
+    choices.check("strategy", kind, choices.STRATEGIES)
     if not (isinstance(devices, int) and devices >= 1):
         raise ConfigError(f"devices: must be a whole number >= 1, got {devices}")
     if kind == "none":
