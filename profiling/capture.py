@@ -8,7 +8,8 @@ happens on an in-memory copy: nothing is written to RUN_DIR.
 
 The window is sized by instruction count: on CPU, XLA records an event for each executed HLO
 instruction (and a short "end:" marker after it), once per iteration inside a fused loop, so
-events per call ~ 2 x (instructions outside the loop + instructions per iteration x fused steps).
+events per call ~ 2 x (instructions outside the loop + instructions per iteration x fused steps);
+a loop XLA compiled into one function (core/xla_flags.py) records one event per call instead.
 The default keeps a capture under DEFAULT_EVENT_BUDGET events (SIZE_LIMIT_BYTES on disk).
 """
 
@@ -33,6 +34,7 @@ from profiling.limits import (  # noqa: F401  (re-exported: the window's sizes a
     BYTES_PER_EVENT,
     DEFAULT_CALLS,
     DEFAULT_EVENT_BUDGET,
+    EVENTS_PER_CALL,
     EVENTS_PER_INSTRUCTION,
     EVENTS_PER_TF_OP,
     SIZE_LIMIT_BYTES,
@@ -60,10 +62,10 @@ def _events_per_call(trainer: Trainer, mode: str) -> tuple[int, int]:
         probe = tf.function(trainer.train_step if mode == "xla" else trainer.fused_steps, jit_compile=True,
                             autograph=False)
         module = hlo.parse(hlo.compiler_ir(probe, hlo.step_args(trainer, mode), "optimized_hlo"))
-        return (EVENTS_PER_INSTRUCTION * module.executed_outside_loops(),
-                math.ceil(EVENTS_PER_INSTRUCTION * module.executed_per_step()))
+        return (EVENTS_PER_CALL + EVENTS_PER_INSTRUCTION * module.executed_outside_loops(),
+                math.ceil(EVENTS_PER_INSTRUCTION * module.executed_per_step(dispatched_only=True)))
     graph = tf.function(trainer.train_step, autograph=False).get_concrete_function().graph
-    return EVENTS_PER_TF_OP * len(graph.get_operations()), 0
+    return EVENTS_PER_CALL + EVENTS_PER_TF_OP * len(graph.get_operations()), 0
 
 
 def plan_window(trainer: Trainer, mode: str, calls: int | None = None, steps_per_call: int | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError, RunDirError
+from core.xla_flags import SMALL_CALL
 
 if TYPE_CHECKING:  # TensorFlow loads only when IR is made: parsing and stage checks stay light
     from core.trainer import Trainer
@@ -39,7 +40,8 @@ class Instruction:
     computation: str  # the computation that holds it
     fusion_kind: str = ""  # kLoop, kInput, kOutput, kCustom... for fusions
     calls: str = ""  # the fused computation it calls
-    to_apply: str = ""  # reduce, map, sort...: the computation applied per element
+    to_apply: str = ""  # reduce, map, sort...: the computation applied per element; call: the one called
+    whole: bool = False  # call: XLA compiled the called computation into one function (a small while loop)
     body: str = ""  # while: body computation
     condition: str = ""  # while: condition computation
     true_computation: str = ""  # conditional: the branch taken when the predicate holds
@@ -57,8 +59,10 @@ class HloModule:
         return {i.name: i for insts in self.computations.values() for i in insts}
 
     def fused(self) -> set[str]:
-        """Computations inlined into another instruction's code: fusion bodies, reducers."""
-        return {c for insts in self.computations.values() for i in insts for c in (i.calls, i.to_apply) if c}
+        """Computations inlined into another instruction's code: fusion bodies, reducers (not the
+        computation a `call` runs: its instructions are the program's own)."""
+        return {c for insts in self.computations.values() for i in insts
+                for c in (i.calls, "" if i.opcode == "call" else i.to_apply) if c}
 
     def scheduled(self) -> list[Instruction]:
         """Instructions that run as their own piece of code: not inside a fusion, not a no-op."""
@@ -68,6 +72,11 @@ class HloModule:
 
     def whiles(self) -> list[Instruction]:
         return [i for insts in self.computations.values() for i in insts if i.opcode == "while"]
+
+    def compiled_whole(self, loop: Instruction) -> bool:
+        """Whether XLA:CPU compiled this while loop into one function (core/xla_flags.py): its
+        instructions then run without a runtime call (and a profiler event) each."""
+        return any(i.whole and i.to_apply == loop.computation for insts in self.computations.values() for i in insts)
 
     def code(self, computation: str) -> int:
         """Instructions with code of their own in one computation."""
@@ -83,12 +92,14 @@ class HloModule:
         return parts | {b for w in self.whiles() for g in self.guards(w.body)
                         for b in (g.true_computation, g.false_computation)}
 
-    def executed_per_step(self) -> float:
+    def executed_per_step(self, dispatched_only: bool = False) -> float:
         """Instructions with code that one fused step executes: per loop, body + condition + the taken
-        (update) branches, over the steps one iteration runs (its guards, at least 1); the largest."""
+        (update) branches, over the steps one iteration runs (its guards, at least 1); the largest.
+        With `dispatched_only`, loops compiled whole count 0: none of theirs is a runtime call."""
         per_step = [(self.code(w.body) + self.code(w.condition)
                      + sum(self.code(g.true_computation) for g in self.guards(w.body)))
-                    / max(1, len(self.guards(w.body))) for w in self.whiles()]
+                    / max(1, len(self.guards(w.body))) for w in self.whiles()
+                    if not (dispatched_only and self.compiled_whole(w))]
         return max(per_step, default=0.0)
 
     def executed_outside_loops(self) -> int:
@@ -125,7 +136,8 @@ def parse(text: str) -> HloModule:
             name=im.group(2), opcode=im.group(4), shape=_shape(im.group(3)), computation=current,
             fusion_kind=attrs.get("kind", ""), calls=attrs.get("calls", ""), to_apply=attrs.get("to_apply", ""),
             body=attrs.get("body", ""), condition=attrs.get("condition", ""),
-            true_computation=attrs.get("true_computation", ""), false_computation=attrs.get("false_computation", "")))
+            true_computation=attrs.get("true_computation", ""), false_computation=attrs.get("false_computation", ""),
+            whole=im.group(4) == "call" and SMALL_CALL in line))
     return module
 
 
@@ -151,7 +163,7 @@ def summary(module: HloModule) -> dict:
         body = module.computations.get(w.body, [])
         out["while_loops"].append({
             "instruction": w.name, "body": w.body, "condition": w.condition, "steps_per_iteration":
-            max(1, len(module.guards(w.body))),
+            max(1, len(module.guards(w.body))), "compiled_whole": module.compiled_whole(w),
             "body_by_opcode": dict(Counter(i.opcode for i in body if i.opcode not in NO_CODE).most_common()),
             "body_instructions": [f"{i.name} = {i.opcode}{'(' + i.fusion_kind + ')' if i.fusion_kind else ''} "
                                   f"-> {i.shape}" for i in body if i.opcode not in NO_CODE],
@@ -235,7 +247,8 @@ def format_summary(report: dict) -> str:
         if s["fusions_by_kind"]:
             lines.append("  fusions by kind: " + ", ".join(f"{k} {v}" for k, v in s["fusions_by_kind"].items()))
         for w in s["while_loops"]:
-            lines.append(f"  while loop {w['instruction']} ({w['steps_per_iteration']} step(s) an iteration): "
+            how = "one compiled function" if w["compiled_whole"] else "a runtime call per instruction"
+            lines.append(f"  while loop {w['instruction']} ({w['steps_per_iteration']} step(s) an iteration; {how}): "
                          f"body {w['body']}, "
                          + ", ".join(f"{k} {v}" for k, v in w["body_by_opcode"].items()))
             lines.extend(f"    {t}" for t in w["body_instructions"])

@@ -121,6 +121,7 @@ def build(logdir: str | Path, hlo_text: str | None = None, mode: str = "fused", 
         "mode": mode,
         "kind": kind,
         "hlo_module": module.name if module else None,
+        "loops_compiled_whole": [w.name for w in module.whiles() if module.compiled_whole(w)] if module else [],
         "calls": len(steps),
         "steps_per_call": steps_per_call,
         "step_numbers": [int(e.stats["step_num"]) for e in steps],
@@ -188,4 +189,9 @@ def format_top(report: dict, top: int = 10) -> str:
     lines.append(f"listed ops explain {100 * report['explained_share_of_step']:.1f}% of step time"
                  + (f" ({100 * ex:.1f}% of the compiled executable's)" if ex else "")
                  + "; the rest is dispatch and profiler overhead")
+    if report.get("loops_compiled_whole"):
+        loops = ", ".join(report["loops_compiled_whole"])
+        lines.append(f"the fused loop ({loops}) ran as one compiled function, as it does in training: its "
+                     "instructions are not timed one by one; `tfscope profile --per-instruction` times each, in a "
+                     "build that runs every instruction as its own runtime call (slower; read shares)")
     return "\n".join(lines)

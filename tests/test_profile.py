@@ -74,14 +74,26 @@ def scalars(logdir: Path) -> dict[str, dict[int, float]]:
 
 @pytest.fixture(scope="module")
 def fused(lecture_run, tmp_path_factory):
-    """The default capture (fused mode) of the lecture run, with the run directory's state before."""
-    from profiling import capture
-
+    """The per-instruction capture (fused mode) of the lecture run, with the run directory's state
+    before: made by `tfscope profile --per-instruction` in a fresh process, as XLA reads the option
+    at the first compilation of a process (this one compiles the loop whole)."""
     before = snapshot(lecture_run)
     logdir = tmp_path_factory.mktemp("profile") / "log"
+    p = tfscope("profile", str(lecture_run), "--logdir", str(logdir), "--per-instruction")
+    assert p.returncode == 0, p.stderr
+    report = json.loads((logdir / "hot_path.json").read_text())
+    assert report["kind"] == "hlo" and not report["loops_compiled_whole"]
+    return logdir, report, before, [line for line in p.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def whole(lecture_run, tmp_path_factory):
+    """The default capture, in this process: the fused loop as training runs it, one compiled function."""
+    from profiling import capture
+
+    logdir = tmp_path_factory.mktemp("profile_whole") / "log"
     warnings: list[str] = []
-    report = capture.profile_run(lecture_run, logdir, warn=warnings.append)
-    return logdir, report, before, warnings
+    return logdir, capture.profile_run(lecture_run, logdir, warn=warnings.append), warnings
 
 
 def test_one_step_marker_per_captured_call(fused):
@@ -180,6 +192,26 @@ def test_default_capture_is_bounded(fused):
     assert not warnings
     # The instruction-count estimate must not undercount what was recorded.
     assert report["events_in_window"] <= 1.25 * report["window"]["estimated_events"]
+
+
+def test_default_capture_times_the_loop_as_one_call(whole):
+    """As trained, the loop is one compiled function: the report holds the call that runs it (once
+    per captured call, most of the executable's time), no instruction of its body, and says so."""
+    from profiling import hlo, hot_path
+
+    logdir, report, warnings = whole
+    module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
+    loops = [w for w in module.whiles() if module.compiled_whole(w)]
+    assert report["loops_compiled_whole"] == [w.name for w in loops] and loops
+    calls = [r for r in report["ops"] if r["opcode"] == "call"]
+    assert len(calls) == 1 and calls[0]["calls"] == report["calls"]
+    assert calls[0]["share"] == max(r["share"] for r in report["ops"])
+    inside = {c for w in loops for c in module.loop_parts()}
+    where = {i.name: i.computation for i in module.scheduled()}
+    assert not [r for r in report["ops"] if where[r["name"]] in inside]
+    assert report["steps_captured"] == report["calls"] * report["steps_per_call"]
+    assert report["events_in_window"] <= 1.25 * report["window"]["estimated_events"] and not warnings
+    assert "--per-instruction" in hot_path.format_top(report)
 
 
 def test_profiling_leaves_the_run_directory_unchanged(fused, lecture_run):
@@ -308,7 +340,7 @@ def test_oversized_window_is_flagged_in_one_line(lecture_run):
     from profiling import capture
 
     t = load_run(lecture_run)
-    big = capture.plan_window(t, "fused", calls=10, steps_per_call=100_000)
+    big = capture.plan_window(t, "fused", calls=10_000, steps_per_call=100_000)
     assert big.over_budget and big.estimated_events > capture.DEFAULT_EVENT_BUDGET
     line = capture.window_warning(big)
     assert line and "\n" not in line and "100,000" in line

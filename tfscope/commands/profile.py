@@ -7,6 +7,10 @@ import argparse
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    if args.per_instruction:  # before TensorFlow's first XLA compilation, which reads XLA_FLAGS
+        from core import xla_flags
+
+        xla_flags.set_small_loop_bytes(0)
     from profiling import capture, hot_path
 
     report = capture.profile_run(args.run_dir, args.logdir, mode=args.mode, calls=args.calls,
@@ -32,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--steps-per-call", type=positive_int, metavar="K",
                    help=f"fused mode: steps per call (default: sized to keep the capture under "
                         f"{DEFAULT_EVENT_BUDGET:,} events)")
+    p.add_argument("--per-instruction", action="store_true",
+                   help="compile the fused loop with a runtime call per HLO instruction, so the profile times each "
+                        "(by default the loop runs as in training: one compiled function, one event per call)")
     p.add_argument("--top", type=int, default=10, metavar="N", help="ops to print (default: 10; the files hold all)")
     p.add_argument("--force", action="store_true", help="replace an earlier profile in LOGDIR")
     p.set_defaults(func=cmd_profile)
