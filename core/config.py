@@ -32,8 +32,6 @@ class TrainConfig:
     batch_size: int = 0  # rows per step; 0 or >= rows = full batch; else seeded shuffle, remainder dropped
     mode: str = "fused"  # eager, graph (tf.function), xla (jit_compile, 1 step/call), fused (K steps/call)
     steps_per_call: int = 100_000  # fused: the most steps one compiled call runs (its loss buffer size), >= 1
-    unroll: int = 1  # fused: guarded steps per while-loop iteration, 1-16; 4 runs ~1.7x faster per step but
-    #                  compiles ~1 s longer, which pays off past ~10^6 steps (the trajectory is the same)
     target_loss: float = 1e-10  # stop once the training loss is <= this (0 = never); standardised units
     grad: str = "tape"  # gradient route in the step: tape (autodiff) or chain (hand-written backprop)
     rule: str = "backprop"  # backprop (any network), or one Dense layer: delta, lms, perceptron, hebbian, oja
@@ -52,8 +50,6 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', ' ')}: must be > 0, got {value}")
 
         positive("learning_rate", self.learning_rate)
-        if not (isinstance(self.unroll, int) and 1 <= self.unroll <= 16):
-            raise ConfigError(f"unroll: must be a whole number from 1 to 16, got {self.unroll!r}")
         for name in ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints"):
             positive(name, getattr(self, name))
             if int(getattr(self, name)) != getattr(self, name):
@@ -89,6 +85,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field {unknown[0]!r}")
@@ -111,8 +108,12 @@ class TrainConfig:
         return cls.from_dict(d, str(p))
 
 
+# Fields older run directories hold that no longer change anything: read and ignored. `unroll` ran several
+# steps per while-loop iteration, which stopped paying once XLA compiled the whole loop (core/xla_flags.py).
+RETIRED_FIELDS = frozenset({"unroll"})
+
 # Fields that may differ between a run and its resumption: they do not change the trajectory.
-RESUMABLE_FIELDS = ("steps", "steps_per_call", "unroll", "checkpoint_every", "keep_checkpoints", "mode", "target_loss",
+RESUMABLE_FIELDS = ("steps", "steps_per_call", "checkpoint_every", "keep_checkpoints", "mode", "target_loss",
                     "strategy", "devices")
 
 

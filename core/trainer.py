@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.python import xla
 
 from core import gradients, optimizers, rules, shuffle
 from core.config import TrainConfig
@@ -30,7 +29,6 @@ from core.data import Dataset
 from core.network import Regressor
 
 DIVERGED, TARGET, STEPS, INTERRUPTED = "diverged", "target", "steps", "interrupted"
-UNROLL = 4  # the unroll that pays off on long runs (4 and 8 measured alike; 4 compiles faster)
 
 
 @dataclass
@@ -42,21 +40,14 @@ class Chunk:
     stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
 
 
-def apply_if_finite(loss: tf.Tensor, update: Callable[[], object], active: tf.Tensor | None = None) -> None:
-    """Run `update` (the step's assigns) only when `loss` is finite (and `active`, if given): a diverging
-    step changes nothing, so the state stays the last finite one.
-
-    Inside the fused loop (`active` given) an optimisation barrier (an identity) keeps XLA from turning
-    the cond into selects on every state Variable: the selects cost a copy of each loop-carried Variable
-    per step, while a real conditional updates them in place (1.6 -> 0.95 us/step with Adam, see
-    `fused_steps`). Elsewhere it is left out: it has no TF kernel, so eager and graph would call XLA."""
+def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> None:
+    """Run `update` (the step's assigns) only when `loss` is finite: a diverging step changes
+    nothing, so the state stays the last finite one."""
     def run() -> tf.Tensor:
         update()
-        done = tf.constant(True)
-        return done if active is None else xla.optimization_barrier(done)[0]
+        return tf.constant(True)
 
-    ok = tf.math.is_finite(loss)
-    tf.cond(ok if active is None else tf.logical_and(active, ok), run, lambda: tf.constant(False))
+    tf.cond(tf.math.is_finite(loss), run, lambda: tf.constant(False))
 
 
 def build_model(config: TrainConfig, n_in: int, n_out: int) -> Regressor:
@@ -115,11 +106,6 @@ class Trainer:
 
     def train_step(self) -> tf.Tensor:
         """One step: loss at the current weights, then the update unless that loss is non-finite."""
-        return self.guarded_step(None)
-
-    def guarded_step(self, active: tf.Tensor | None) -> tf.Tensor:
-        """`train_step`, whose update is also skipped when `active` is False: the fused loop's
-        unrolled steps after a stop change nothing."""
         x, z = self.batch(self.optimizer.iterations)
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
@@ -128,46 +114,29 @@ class Trainer:
                 self.rule.assign(new_w, new_b)
                 self.optimizer.iterations.assign_add(1)
 
-            apply_if_finite(loss, update, active)
+            apply_if_finite(loss, update)
             return loss
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
-        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights), active)
+        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
         return loss
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K).
 
-        With `config.unroll` u > 1 the loop runs u steps per iteration while that many remain, then
-        single steps. Each unrolled step keeps the per-step semantics: once a step stops the loop
-        (target or non-finite loss), the later steps of the same iteration are inactive (no update,
-        no history entry, not counted). XLA:CPU pays per executed instruction and per loop iteration,
-        so u = 4 runs the lecture network 1.7x faster per step (with the cond kept real by
-        `apply_if_finite`), at the price of a compile about 1 s longer: worth it on long runs only."""
-        u = self.config.unroll
+        The loop stops after the first step whose loss is non-finite (that step changed nothing) or at
+        most the target. XLA:CPU compiles it into one function when it is small (core/xla_flags.py)."""
         k = self.steps_per_call
-        dtype = tf.as_dtype(self.config.dtype)
-        nan = tf.constant(float("nan"), dtype)
         n = tf.minimum(n, k)
 
-        def step(i, hist, done, active):
-            loss = self.guarded_step(active)
-            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss if active is None else tf.where(active, loss, nan)])
-            stop = tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
-            if active is None:
-                return i + 1, hist, stop
-            return i + tf.cast(active, tf.int32), hist, tf.logical_or(done, stop)
+        def step(i, hist, done):
+            loss = self.train_step()
+            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
+            return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
 
-        def unrolled(i, hist, done):
-            for _ in range(u):
-                i, hist, done = step(i, hist, done, tf.logical_not(done))
-            return i, hist, done
-
-        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))  # hist: (K,)
-        if u > 1:
-            state = tf.while_loop(lambda i, hist, done: tf.logical_and(i + u <= n, tf.logical_not(done)),
-                                  unrolled, state, maximum_iterations=k // u)
-        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)),
-                                   lambda i, hist, done: step(i, hist, done, None), state, maximum_iterations=k)
+        nan = tf.constant(float("nan"), self.target.dtype)
+        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))
+        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)), step, state,
+                                   maximum_iterations=k)  # hist: (K,)
         return i, hist
 
     def compiled(self, mode: str | None = None) -> Callable:

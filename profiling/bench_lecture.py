@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from core import data as data_mod
 from core.config import TrainConfig
-from core.trainer import UNROLL, Trainer
+from core.trainer import Trainer
 from profiling.bench import Timing, measure, summarize
 
 POINT, TRUTH, TOLERANCE = (3.0, 2.0), 14.0, 1e-3  # the lecture's test point, its true z, the goal
@@ -144,10 +144,9 @@ def time_keras_fit(jit_compile: bool, steps_per_execution: int, window: int, war
     return summarize(samples, window)
 
 
-def project_trainer(steps_per_call: int = 100_000, unroll: int = UNROLL) -> Trainer:
-    """This project's Trainer on the lecture data with default settings, never stopping early, its
-    fused loop unrolled as a long run would be (`--unroll 4`)."""
-    return Trainer(TrainConfig(target_loss=0.0, steps_per_call=steps_per_call, unroll=unroll), data_mod.builtin())
+def project_trainer(steps_per_call: int = 100_000) -> Trainer:
+    """This project's Trainer on the lecture data with default settings, never stopping early."""
+    return Trainer(TrainConfig(target_loss=0.0, steps_per_call=steps_per_call), data_mod.builtin())
 
 
 def time_project_mode(mode: str, window: int, warmup: int = 1, repeats: int = 5) -> Timing:
@@ -251,9 +250,9 @@ def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solutio
 
 
 def fused_step_instructions(steps_per_call: int = 1000) -> dict:
-    """What one fused step executes (from `profiling.hlo`): instructions with code per step, and the
-    opcodes of one iteration of the main (unrolled) loop: body, condition and update branches. The
-    loop does not depend on `steps_per_call`."""
+    """What one fused step executes (from `profiling.hlo`): the optimized-HLO instructions with code
+    of its loop's body, condition and update branch, by opcode, and whether XLA compiled the loop into
+    one function (core/xla_flags.py). The loop does not depend on `steps_per_call`."""
     from collections import Counter
 
     from profiling import hlo
@@ -261,9 +260,8 @@ def fused_step_instructions(steps_per_call: int = 1000) -> dict:
     trainer = project_trainer(steps_per_call)
     fn = trainer.compiled("fused")
     module = hlo.parse(hlo.compiler_ir(fn, hlo.step_args(trainer, "fused"), "optimized_hlo"))
-    loop = max(module.whiles(), key=lambda w: len(module.guards(w.body)))
+    (loop,) = module.whiles()
     parts = [loop.body, loop.condition, *(g.true_computation for g in module.guards(loop.body))]
     by_opcode = Counter(i.opcode for c in parts for i in module.computations.get(c, []) if i.opcode not in hlo.NO_CODE)
-    steps = max(1, len(module.guards(loop.body)))
-    return {"per_step": round(sum(by_opcode.values()) / steps, 2), "steps_per_iteration": steps,
-            "iteration_by_opcode": dict(by_opcode.most_common())}
+    return {"per_step": sum(by_opcode.values()), "compiled_whole": module.compiled_whole(loop),
+            "step_by_opcode": dict(by_opcode.most_common())}

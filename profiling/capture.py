@@ -63,7 +63,7 @@ def _events_per_call(trainer: Trainer, mode: str) -> tuple[int, int]:
                             autograph=False)
         module = hlo.parse(hlo.compiler_ir(probe, hlo.step_args(trainer, mode), "optimized_hlo"))
         return (EVENTS_PER_CALL + EVENTS_PER_INSTRUCTION * module.executed_outside_loops(),
-                math.ceil(EVENTS_PER_INSTRUCTION * module.executed_per_step(dispatched_only=True)))
+                EVENTS_PER_INSTRUCTION * module.executed_per_step(dispatched_only=True))
     graph = tf.function(trainer.train_step, autograph=False).get_concrete_function().graph
     return EVENTS_PER_CALL + EVENTS_PER_TF_OP * len(graph.get_operations()), 0
 

@@ -83,7 +83,8 @@ class HloModule:
         return sum(1 for i in self.computations.get(computation, []) if i.opcode not in NO_CODE)
 
     def guards(self, computation: str) -> list[Instruction]:
-        """The conditionals of a computation: in a fused loop body, one per unrolled step."""
+        """The conditionals of a computation: in a fused loop body, the step's finite-loss guard when
+        XLA keeps it a conditional (it may turn it into selects)."""
         return [i for i in self.computations.get(computation, []) if i.opcode == "conditional"]
 
     def loop_parts(self) -> set[str]:
@@ -92,15 +93,14 @@ class HloModule:
         return parts | {b for w in self.whiles() for g in self.guards(w.body)
                         for b in (g.true_computation, g.false_computation)}
 
-    def executed_per_step(self, dispatched_only: bool = False) -> float:
-        """Instructions with code that one fused step executes: per loop, body + condition + the taken
-        (update) branches, over the steps one iteration runs (its guards, at least 1); the largest.
-        With `dispatched_only`, loops compiled whole count 0: none of theirs is a runtime call."""
-        per_step = [(self.code(w.body) + self.code(w.condition)
-                     + sum(self.code(g.true_computation) for g in self.guards(w.body)))
-                    / max(1, len(self.guards(w.body))) for w in self.whiles()
-                    if not (dispatched_only and self.compiled_whole(w))]
-        return max(per_step, default=0.0)
+    def executed_per_step(self, dispatched_only: bool = False) -> int:
+        """Instructions with code that one fused step executes: body + condition + the taken (update)
+        branches of its loop (the largest, if several). With `dispatched_only`, a loop compiled whole
+        counts 0: none of its instructions is a runtime call."""
+        per_step = [self.code(w.body) + self.code(w.condition) + sum(self.code(g.true_computation)
+                                                                     for g in self.guards(w.body))
+                    for w in self.whiles() if not (dispatched_only and self.compiled_whole(w))]
+        return max(per_step, default=0)
 
     def executed_outside_loops(self) -> int:
         loops = self.loop_parts()
@@ -156,14 +156,14 @@ def summary(module: HloModule) -> dict:
         "by_opcode": dict(Counter(i.opcode for i in insts).most_common()),
         "fusions_by_kind": dict(Counter(i.fusion_kind for i in insts if i.opcode == "fusion").most_common()),
         "executed_per_call_outside_loops": module.executed_outside_loops(),
-        "executed_per_step": round(module.executed_per_step(), 2),
+        "executed_per_step": module.executed_per_step(),
         "while_loops": [],
     }
     for w in module.whiles():
         body = module.computations.get(w.body, [])
         out["while_loops"].append({
-            "instruction": w.name, "body": w.body, "condition": w.condition, "steps_per_iteration":
-            max(1, len(module.guards(w.body))), "compiled_whole": module.compiled_whole(w),
+            "instruction": w.name, "body": w.body, "condition": w.condition,
+            "compiled_whole": module.compiled_whole(w),
             "body_by_opcode": dict(Counter(i.opcode for i in body if i.opcode not in NO_CODE).most_common()),
             "body_instructions": [f"{i.name} = {i.opcode}{'(' + i.fusion_kind + ')' if i.fusion_kind else ''} "
                                   f"-> {i.shape}" for i in body if i.opcode not in NO_CODE],
@@ -248,7 +248,7 @@ def format_summary(report: dict) -> str:
             lines.append("  fusions by kind: " + ", ".join(f"{k} {v}" for k, v in s["fusions_by_kind"].items()))
         for w in s["while_loops"]:
             how = "one compiled function" if w["compiled_whole"] else "a runtime call per instruction"
-            lines.append(f"  while loop {w['instruction']} ({w['steps_per_iteration']} step(s) an iteration; {how}): "
+            lines.append(f"  while loop {w['instruction']} (one step an iteration; {how}): "
                          f"body {w['body']}, "
                          + ", ".join(f"{k} {v}" for k, v in w["body_by_opcode"].items()))
             lines.extend(f"    {t}" for t in w["body_instructions"])

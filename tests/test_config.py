@@ -86,6 +86,12 @@ def test_from_dict_and_load(tmp_path):
     assert TrainConfig.load(p).hidden == [3, 3]
 
 
+def test_a_retired_field_in_an_older_run_is_read_and_ignored():
+    """Run directories written before the fused loop compiled whole hold `unroll`; they still load."""
+    old = {**dataclasses.asdict(TrainConfig(seed=3)), "unroll": 4}
+    assert dataclasses.asdict(TrainConfig.from_dict(old)) == dataclasses.asdict(TrainConfig(seed=3))
+
+
 # --- the command line: a few cases only, each is a subprocess that imports TensorFlow ---------------
 
 @pytest.mark.parametrize("args,needle", [

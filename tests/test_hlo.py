@@ -9,8 +9,6 @@ from collections import Counter
 import pytest
 from conftest import tfscope
 
-from core.trainer import UNROLL
-
 
 @pytest.fixture(scope="module")
 def trainer(lecture_run):
@@ -18,7 +16,6 @@ def trainer(lecture_run):
 
     t = load_run(lecture_run)
     t.steps_per_call = 50  # a small loss buffer; the loop's code is the same for any K
-    t.config.unroll = UNROLL  # the unrolled loop (two while loops, one guard per step), before any trace
     return t
 
 
@@ -73,15 +70,14 @@ def test_summary_counts_match_the_hlo_proto(trainer):
     assert s["by_opcode"] == dict(Counter(i.opcode for i in outer))
     assert s["fusions_by_kind"] == dict(Counter(i.fusion_kind for i in outer if i.opcode == "fusion"))
     whiles = [i for i in outer if i.opcode == "while"]
-    assert len(s["while_loops"]) == len(whiles) == 2  # UNROLL steps an iteration, then single steps
+    assert len(s["while_loops"]) == len(whiles) == 1
     for loop in s["while_loops"]:
         w = next(w for w in whiles if w.name == loop["instruction"])
         body = next(comps[c] for c in w.called_computation_ids if comps[c].name == loop["body"])
         assert loop["body_by_opcode"] == dict(Counter(i.opcode for i in body.instructions
                                                       if i.opcode not in hlo.NO_CODE))
-        # forward x@W0 and the W0 gradient, once per step the body runs
-        assert loop["body_by_opcode"].get("dot") == 2 * loop["steps_per_iteration"]
-    assert sorted(loop["steps_per_iteration"] for loop in s["while_loops"]) == [1, UNROLL]
+        # forward x@W0 and the W0 gradient, once per step
+        assert loop["body_by_opcode"].get("dot") == 2 and loop["compiled_whole"]
 
 
 @pytest.mark.parametrize("stage,marker", [("stablehlo", "stablehlo."), ("optimized_hlo_dot", "digraph"),
@@ -103,8 +99,8 @@ def test_tf_graph_counts_include_the_loop_body(trainer):
 
     step = hlo.graph_op_counts(trainer.compiled("xla"), ())
     loop = hlo.graph_op_counts(trainer.compiled("fused"), hlo.step_args(trainer, "fused"))
-    assert loop.get("While") == 2  # UNROLL steps an iteration, then single steps
-    assert loop.get("MatMul") == (UNROLL + 1) * step.get("MatMul") > 0
+    assert loop.get("While") == 1
+    assert loop.get("MatMul") == step.get("MatMul") > 0
 
 
 def test_unknown_stage_is_one_line_listing_the_valid_ones(lecture_run, tmp_path):

@@ -140,22 +140,17 @@ def test_listed_ops_explain_at_least_half_of_the_executable(fused):
 
 
 def test_instruction_counts_follow_the_loop_structure(fused):
-    """The fused loop runs u guarded steps an iteration (u = its conditionals) while u remain, then
-    single steps: per call the unrolled body runs k // u times, the rest loop's body k % u times,
-    each condition once more than its body, every update branch once per step it guards, the entry
-    once. The event counts must say exactly that (target loss 0 keeps every loop full)."""
+    """Per call the loop's body runs once per step (k), its condition once more, the update branch
+    (where XLA keeps the guard a conditional) once per step, the entry once. The event counts must
+    say exactly that (target loss 0 keeps every loop full)."""
     from profiling import hlo
 
     logdir, report, _, _ = fused
     module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
     n, k = report["calls"], report["steps_per_call"]
-    unrolled = max(module.whiles(), key=lambda w: len(module.guards(w.body)))
-    u = max(1, len(module.guards(unrolled.body)))
-    expected = {module.entry: n}
-    for loop in module.whiles():
-        iterations = k // u if loop is unrolled else k % u
-        expected.update({loop.body: n * iterations, loop.condition: n * (iterations + 1)})
-        expected.update({g.true_computation: n * iterations for g in module.guards(loop.body)})
+    (loop,) = module.whiles()
+    expected = {module.entry: n, loop.body: n * k, loop.condition: n * (k + 1)}
+    expected.update({g.true_computation: n * k for g in module.guards(loop.body)})
     where = {i.name: i.computation for i in module.scheduled()}
     assert report["steps_captured"] == n * k
     for row in report["ops"]:

@@ -41,9 +41,6 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", default=d.mode, help="eager, graph, xla, fused (default: fused)")
     g.add_argument("--steps-per-call", type=int, default=d.steps_per_call,
                    help=f"fused mode: most steps per compiled call (default: {d.steps_per_call:,})")
-    g.add_argument("--unroll", type=int, default=d.unroll,
-                   help="fused mode: guarded steps per while-loop iteration, 1-16 (default: 1); 4 runs ~1.7x "
-                        "faster per step but compiles ~1 s longer: for runs of millions of steps")
     g.add_argument("--target-loss", type=float, default=d.target_loss,
                    help=f"stop when the training loss is <= this; 0 = never (default: {d.target_loss:g})")
     g.add_argument("--grad", default=d.grad, help="gradient route: tape or chain (default: tape)")
@@ -86,7 +83,7 @@ def config_from_args(args: argparse.Namespace):
                        activation=args.activation, loss=args.loss, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, momentum=args.momentum, steps=args.steps,
                        batch_size=args.batch_size, mode=args.mode, steps_per_call=args.steps_per_call,
-                       unroll=args.unroll, target_loss=args.target_loss, grad=args.grad, rule=args.rule,
+                       target_loss=args.target_loss, grad=args.grad, rule=args.rule,
                        dtype=args.dtype, seed=args.seed,
                        standardize=args.standardize, checkpoint_every=args.checkpoint_every,
                        strategy=args.strategy, devices=args.devices).validate()
