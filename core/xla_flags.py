@@ -4,7 +4,7 @@ XLA:CPU runs a compiled program as a sequence of runtime calls, one per optimize
 (its thunk runtime), and compiles a while loop into one function instead only when the loop touches
 fewer than `xla_cpu_small_while_loop_byte_threshold` bytes per iteration (XLA's default: 1024).
 The fused training loop of the lecture network touches a few kilobytes, so by default each step
-paid ~30 runtime calls: 1.6 us per step, where one compiled function runs it in 0.18 us
+paid ~40 runtime calls: 1.6 us per step, where one compiled function runs it in 0.18 us
 (`tfscope bench`, row 1). Loops under SMALL_LOOP_BYTES per iteration are compiled whole: at that
 size a step's own work is a few microseconds at most and dispatch is what it costs; larger loops
 keep the per-instruction runtime, whose dispatch is then a negligible share.
