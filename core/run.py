@@ -22,7 +22,7 @@ import tensorflow as tf
 from core import data as data_mod
 from core import losses, rules
 from core.checkpoints import Checkpointer
-from core.config import TrainConfig, resume_mismatch
+from core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
 from core.distributed import is_chief, make_strategy, make_trainer, worker_name
 from core.errors import RunDirError
 from core.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
@@ -131,12 +131,14 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
     compile_seconds = _warm_up(trainer)
     stopped, diverged_at, last_loss, compute = STEPS, None, math.nan, 0.0
     n = 1000 if config.mode == "fused" else 100
+    every, saved_at = config.checkpoint_every, time.perf_counter()
     while trainer.step < config.steps:
         if should_stop():
             stopped = INTERRUPTED
             break
-        next_ckpt = (trainer.step // config.checkpoint_every + 1) * config.checkpoint_every
-        todo = min(n, config.steps - trainer.step, next_ckpt - trainer.step)
+        todo = min(n, config.steps - trainer.step)
+        if every:
+            todo = min(todo, (trainer.step // every + 1) * every - trainer.step)
         tc = time.perf_counter()
         chunk = trainer.run_chunk(todo)
         took = time.perf_counter() - tc
@@ -146,8 +148,10 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
             last_loss = float(chunk.losses[-1])
         if config.mode == "fused" and len(chunk.losses) == todo and config.strategy != "multiworker":
             n = int(min(trainer.steps_per_call, max(1000, todo * CALL_SECONDS / max(took, 1e-6))))
-        if trainer.step % config.checkpoint_every == 0 or chunk.stopped:
+        due = trainer.step % every == 0 if every else time.perf_counter() - saved_at >= CHECKPOINT_SECONDS
+        if due or chunk.stopped:
             ckpt.save()
+            saved_at = time.perf_counter()
         if progress:
             progress(Progress(trainer.step, config.steps, last_loss,
                               (trainer.step - first_step) / max(time.perf_counter() - t0, 1e-9)))

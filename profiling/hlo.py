@@ -248,7 +248,7 @@ def format_summary(report: dict) -> str:
             lines.append("  fusions by kind: " + ", ".join(f"{k} {v}" for k, v in s["fusions_by_kind"].items()))
         for w in s["while_loops"]:
             how = "one compiled function" if w["compiled_whole"] else "a runtime call per instruction"
-            lines.append(f"  while loop {w['instruction']} (one step an iteration; {how}): "
+            lines.append(f"  while loop {w['instruction']} ({how}): "
                          f"body {w['body']}, "
                          + ", ".join(f"{k} {v}" for k, v in w["body_by_opcode"].items()))
             lines.extend(f"    {t}" for t in w["body_instructions"])

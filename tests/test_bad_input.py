@@ -68,7 +68,7 @@ CASES = [
     ("strategy unknown", (*TRAIN, "--strategy", "tpu"), 2, "--strategy"),
     ("steps per call zero", (*TRAIN, "--steps-per-call", "0"), 2, "steps per call"),
     ("batch size negative", (*TRAIN, "--batch-size", "-4"), 2, "batch size"),
-    ("checkpoint every zero", (*TRAIN, "--checkpoint-every", "0"), 2, "checkpoint every"),
+    ("checkpoint every negative", (*TRAIN, "--checkpoint-every", "-1"), 2, "checkpoint every"),
     ("unknown flag", (*TRAIN, "--epochs", "3"), 2, "--epochs"),
     # train's run directory
     ("train over a run", ("train", "--out", "run", "--steps", "5"), 2, "run: already exists"),

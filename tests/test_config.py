@@ -33,7 +33,7 @@ BAD = [
     ({"steps": -10}, "steps: must be > 0"),
     ({"steps": 2.5}, "steps: must be a whole number"),
     ({"steps_per_call": 0}, "steps per call: must be > 0"),
-    ({"checkpoint_every": 0}, "checkpoint every: must be > 0"),
+    ({"checkpoint_every": -1}, "checkpoint every: must be a whole number >= 0"),
     ({"keep_checkpoints": 0}, "keep checkpoints: must be > 0"),
     ({"batch_size": -1}, "batch size: must be >= 0"),
     ({"target_loss": -1.0}, "target loss: must be >= 0"),

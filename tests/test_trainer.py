@@ -213,3 +213,24 @@ def test_fused_stops_where_per_step_runs_stop():
         np.testing.assert_array_equal(hist.numpy()[:stop_after], per_step)
         assert np.all(np.isnan(hist.numpy()[stop_after:]))
         assert np.array_equal(weights(a), weights(b))
+
+
+def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
+    """checkpoint_every 0 (the default) saves at a call boundary once CHECKPOINT_SECONDS of training
+    have passed since the last save, and at the end: a short run saves once; with the interval at
+    0 s every call saves (xla mode: 100 steps a call)."""
+    import re
+
+    from core import run
+
+    def saved(run_dir) -> list[int]:
+        names = (run_dir / "checkpoints").iterdir()
+        return sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"ckpt-(\d+)\.index", n.name)))
+
+    config = TrainConfig(steps=1000, target_loss=0.0, mode="xla", keep_checkpoints=100)
+    train(config, tmp_path / "a")
+    assert saved(tmp_path / "a") == [1000]
+    monkeypatch.setattr(run, "CHECKPOINT_SECONDS", 0.0)
+    train(config, tmp_path / "b")
+    assert saved(tmp_path / "b") == list(range(100, 1001, 100))
+    assert np.array_equal(weights(load_run(tmp_path / "a")), weights(load_run(tmp_path / "b")))

@@ -20,7 +20,7 @@ def widths(text: str) -> list[int]:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    from core.config import TrainConfig
+    from core.config import CHECKPOINT_SECONDS, TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("data")
@@ -52,7 +52,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="train on raw x and z (the lecture's way; needs a much smaller learning rate)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help=f"steps between checkpoints (default: {d.checkpoint_every:,})")
+                   help=f"steps between checkpoints; 0 = every {CHECKPOINT_SECONDS:g} s of training (default: 0); "
+                        "the end of a run is always saved")
     g = p.add_argument_group("distribution (tf.distribute)")
     g.add_argument("--strategy", default=d.strategy, choices=("none", "mirrored", "multiworker"),
                    help="none (default), mirrored (this machine's GPUs, else logical CPUs), "
