@@ -92,21 +92,27 @@ class Trainer:
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
-    def batch(self, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Rows for global step `step`: all rows, or slice `step % nb` of epoch `step // nb`'s
-        permutation, a pure function of (seed, epoch) that every mode computes alike (core/shuffle.py)."""
+    def epoch_permutation(self, step: tf.Tensor) -> tf.Tensor:
+        """The row order of the epoch that holds global step `step`: a pure function of (seed, epoch)
+        that every mode computes alike (core/shuffle.py). (rows,) int32."""
+        return shuffle.permutation(self.rows, self.config.seed, step // self.batches_per_epoch)
+
+    def batch(self, step: tf.Tensor, perm: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows for global step `step`: all rows, or slice `step % nb` of its epoch's permutation
+        (`perm` when the caller holds it, else computed here)."""
         if self.batch_size == self.rows:
             return self.x, self.z
+        if perm is None:
+            perm = self.epoch_permutation(step)
         nb = tf.constant(self.batches_per_epoch, tf.int64)
-        epoch = step // nb
-        perm = shuffle.permutation(self.rows, self.config.seed, epoch)  # (rows,)
         # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
         idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
-    def train_step(self) -> tf.Tensor:
-        """One step: loss at the current weights, then the update unless that loss is non-finite."""
-        x, z = self.batch(self.optimizer.iterations)
+    def train_step(self, perm: tf.Tensor | None = None) -> tf.Tensor:
+        """One step: loss at the current weights, then the update unless that loss is non-finite.
+        `perm`: the current epoch's row order, when the caller carries it (the fused loop)."""
+        x, z = self.batch(self.optimizer.iterations, perm)
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
 
@@ -123,20 +129,27 @@ class Trainer:
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K).
 
-        The loop stops after the first step whose loss is non-finite (that step changed nothing) or at
-        most the target. XLA:CPU compiles it into one function when it is small (core/xla_flags.py)."""
+        The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
+        at most the target. With mini-batches it carries the epoch's permutation and recomputes it only
+        when an epoch begins (a sort of all rows: per step it cost more than the step itself). XLA:CPU
+        compiles the loop into one function when it is small (core/xla_flags.py)."""
         k = self.steps_per_call
         n = tf.minimum(n, k)
+        it = self.optimizer.iterations
+        shuffled = self.batch_size < self.rows
 
-        def step(i, hist, done):
-            loss = self.train_step()
+        def step(i, hist, done, perm):
+            if shuffled:
+                perm = tf.cond(it % self.batches_per_epoch == 0, lambda: self.epoch_permutation(it), lambda: perm)
+            loss = self.train_step(perm if shuffled else None)
             hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
-            return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
+            return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target), perm
 
         nan = tf.constant(float("nan"), self.target.dtype)
-        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))
-        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)), step, state,
-                                   maximum_iterations=k)  # hist: (K,)
+        perm = self.epoch_permutation(it) if shuffled else tf.zeros([0], tf.int32)  # (rows,) or unused
+        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False), perm)
+        i, hist, _, _ = tf.while_loop(lambda i, hist, done, perm: tf.logical_and(i < n, tf.logical_not(done)), step,
+                                      state, maximum_iterations=k)  # hist: (K,)
         return i, hist
 
     def compiled(self, mode: str | None = None) -> Callable:
