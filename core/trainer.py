@@ -109,9 +109,12 @@ class Trainer:
         idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
-    def train_step(self, perm: tf.Tensor | None = None) -> tf.Tensor:
-        """One step: loss at the current weights, then the update unless that loss is non-finite.
-        `perm`: the current epoch's row order, when the caller carries it (the fused loop)."""
+    def train_step(self) -> tf.Tensor:
+        """One step: loss at the current weights, then the update unless that loss is non-finite."""
+        return self._step(None)
+
+    def _step(self, perm: tf.Tensor | None) -> tf.Tensor:
+        """`train_step`, given the current epoch's row order when the caller carries it (the fused loop)."""
         x, z = self.batch(self.optimizer.iterations, perm)
         if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
@@ -141,7 +144,7 @@ class Trainer:
         def step(i, hist, done, perm):
             if shuffled:
                 perm = tf.cond(it % self.batches_per_epoch == 0, lambda: self.epoch_permutation(it), lambda: perm)
-            loss = self.train_step(perm if shuffled else None)
+            loss = self._step(perm if shuffled else None)
             hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
             return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target), perm
 
