@@ -49,7 +49,3 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> int:
     """tfscope's default (SMALL_LOOP_BYTES), unless XLA_FLAGS already chooses."""
     return set_small_loop_bytes(SMALL_LOOP_BYTES, environ, keep=True)
 
-
-def loop_compiled_whole(optimized_hlo: str) -> bool:
-    """Whether an optimized-HLO module holds a while loop XLA compiled into one function."""
-    return SMALL_CALL in optimized_hlo

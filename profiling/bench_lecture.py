@@ -263,5 +263,5 @@ def fused_step_instructions(steps_per_call: int = 1000) -> dict:
     (loop,) = module.whiles()
     parts = [loop.body, loop.condition, *(g.true_computation for g in module.guards(loop.body))]
     by_opcode = Counter(i.opcode for c in parts for i in module.computations.get(c, []) if i.opcode not in hlo.NO_CODE)
-    return {"per_step": sum(by_opcode.values()), "compiled_whole": module.compiled_whole(loop),
+    return {"per_step": module.executed_per_step(), "compiled_whole": module.compiled_whole(loop),
             "step_by_opcode": dict(by_opcode.most_common())}

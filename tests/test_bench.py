@@ -164,6 +164,7 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
         assert row["ratio_to_fused"] == pytest.approx(row["median"] / part1["rows"][-1]["median"])
 
     code = part1["fused_step_hlo"]
+    # The parser's per-step count and the opcodes of the loop's computations, counted apart, agree.
     assert code["per_step"] == sum(code["step_by_opcode"].values()) > 0 and code["compiled_whole"] is True
     assert code["ns_per_instruction"] == pytest.approx(part1["rows"][-1]["median"] * 1e3 / code["per_step"])
 
