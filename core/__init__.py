@@ -7,6 +7,6 @@ in XLA_FLAGS is kept. Set TF_CPP_MIN_LOG_LEVEL before the first `import tensorfl
 TensorFlow's start-up lines (the command line does).
 """
 
-from core import xla_flags
+from tfscope.core import xla_flags
 
 xla_flags.configure()

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import tensorflow as tf
-
-from core.errors import RunDirError
-from core.network import Regressor
-from core.optimizers import Optimizer
+from tfscope.core.errors import RunDirError
+from tfscope.core.network import Regressor
+from tfscope.core.optimizers import Optimizer
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "checkpoint"  # TF's CheckpointState text file naming the newest checkpoint

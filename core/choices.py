@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.errors import ConfigError
+from tfscope.core.errors import ConfigError
 
 ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
 LOSSES = ("mse", "half_mse", "mae", "huber")

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import choices
-from core.choices import DTYPES, GRADS, MODES, STRATEGIES  # noqa: F401  (re-exported)
-from core.errors import ConfigError, RunDirError
+from tfscope.core import choices
+from tfscope.core.choices import DTYPES, GRADS, MODES, STRATEGIES  # noqa: F401  (re-exported)
+from tfscope.core.errors import ConfigError, RunDirError
 
 # Default checkpoint interval, in seconds of training: a save costs ~15 ms, so at most 0.2% of the
 # time, and a kill loses at most this much work. A step-count interval made fast runs save-bound.

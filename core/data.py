@@ -17,8 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import DataError
+from tfscope.core.errors import DataError
 
 BUILTIN = "lecture"
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -202,7 +201,7 @@ def load_csv(path: str | Path, target: str | int | None = None,
 
 
 def _builtin_text() -> str:
-    return resources.files("core").joinpath("builtin", "lecture.csv").read_text(encoding="utf-8")
+    return resources.files("tfscope.core").joinpath("builtin", "lecture.csv").read_text(encoding="utf-8")
 
 
 def builtin(dtype: str = "float32") -> Dataset:

@@ -28,12 +28,11 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
-
-from core import choices
-from core.config import TrainConfig
-from core.data import Dataset
-from core.errors import ConfigError
-from core.trainer import Trainer, apply_if_finite, build_model, build_optimizer
+from tfscope.core import choices
+from tfscope.core.config import TrainConfig
+from tfscope.core.data import Dataset
+from tfscope.core.errors import ConfigError
+from tfscope.core.trainer import Trainer, apply_if_finite, build_model, build_optimizer
 
 _strategies: dict[tuple[str, int], tf.distribute.Strategy] = {}
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-
-from core import activations, losses
-from core.network import MLP
+from tfscope.core import activations, losses
+from tfscope.core.network import MLP
 
 
 def tape_gradients(mlp: MLP, loss: str, x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-
-from core import activations
-from core.errors import ConfigError
+from tfscope.core import activations
+from tfscope.core.errors import ConfigError
 
 
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:

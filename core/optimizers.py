@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import tensorflow as tf
-
-from core import choices
-from core.errors import ConfigError
+from tfscope.core import choices
+from tfscope.core.errors import ConfigError
 
 
 class SlotSpec(NamedTuple):

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-
-from core import losses
-from core.choices import RULES, check_rule  # noqa: F401  (re-exported)
-from core.errors import DataError
-from core.network import Dense
+from tfscope.core import losses
+from tfscope.core.choices import RULES, check_rule  # noqa: F401  (re-exported)
+from tfscope.core.errors import DataError
+from tfscope.core.network import Dense
 
 
 class Rule:

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from core import data as data_mod
-from core import losses, rules
-from core.checkpoints import Checkpointer
-from core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
-from core.distributed import is_chief, make_strategy, make_trainer, worker_name
-from core.errors import RunDirError
-from core.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
+from tfscope.core import data as data_mod
+from tfscope.core import losses, rules
+from tfscope.core.checkpoints import Checkpointer
+from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
+from tfscope.core.distributed import is_chief, make_strategy, make_trainer, worker_name
+from tfscope.core.errors import RunDirError
+from tfscope.core.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
     CONFIG,
     HISTORY,
     METRICS,
@@ -38,7 +37,7 @@ from core.run_dir import (  # noqa: F401  (re-exported: a run's files are part o
     write_atomic,
     write_history,
 )
-from core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
+from tfscope.core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
 
 CALL_SECONDS = 0.3  # fused mode sizes each call to last about this long
 

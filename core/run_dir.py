@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import RunDirError
+from tfscope.core.errors import RunDirError
 
 CONFIG, METRICS, HISTORY, PLOT = "config.json", "metrics.json", "history.csv", "loss.png"
 

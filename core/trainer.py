@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-
-from core import gradients, optimizers, rules, shuffle
-from core.config import TrainConfig
-from core.data import Dataset
-from core.network import Regressor
+from tfscope.core import gradients, optimizers, rules, shuffle
+from tfscope.core.config import TrainConfig
+from tfscope.core.data import Dataset
+from tfscope.core.network import Regressor
 
 DIVERGED, TARGET, STEPS, INTERRUPTED = "diverged", "target", "steps", "interrupted"
 

@@ -44,9 +44,8 @@ def export_latency(export_dir: str | Path, batches: tuple[int, ...] = (1, 1024),
     """SavedModel (`serving_default`, numpy in and out) and onnxruntime (CPU, ORT_ENABLE_ALL) per call."""
     import onnxruntime as ort
     import tensorflow as tf
-
-    from export.parity import ONNX_FILE, SAVED_MODEL
-    from export.serving import INPUT, OUTPUT, SERVING
+    from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
+    from tfscope.export.serving import INPUT, OUTPUT, SERVING
 
     d = Path(export_dir)
     serve = tf.saved_model.load(str(d / SAVED_MODEL)).signatures[SERVING]

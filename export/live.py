@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import tensorflow as tf
-
-from core.errors import RunDirError
-from core.network import Regressor
+from tfscope.core.errors import RunDirError
+from tfscope.core.network import Regressor
 
 LIVE = "live"
 NETWORK = "network.json"

@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from export.compare import Comparison, compare
-from export.runtimes import Runtime
+from tfscope.export.compare import Comparison, compare
+from tfscope.export.runtimes import Runtime
 
 
 @dataclass

@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ConfigError, RunDirError
-from export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare
-from export.inputs import INPUTS, load_inputs
-from export.live import LIVE, load_live
-from export.localize import Localisation, localise
-from export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
+from tfscope.core.errors import ConfigError, RunDirError
+from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare
+from tfscope.export.inputs import INPUTS, load_inputs
+from tfscope.export.live import LIVE, load_live
+from tfscope.export.localize import Localisation, localise
+from tfscope.export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
 
 SAVED_MODEL, ONNX_FILE, PARITY = "saved_model", "model.onnx", "parity.json"
 

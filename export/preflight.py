@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import ConfigError, RunDirError
+from tfscope.core.errors import ConfigError, RunDirError
 
 DEFAULT_OPSET = 17
 OPSETS = range(13, 19)  # 13 to 18

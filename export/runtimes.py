@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import tensorflow as tf
-
-from core.errors import RunDirError
-from core.network import Regressor
-from export.serving import INPUT, LAYERS, OUTPUT, SERVING, UNSTANDARDIZE, live_stages, stage_names
+from tfscope.core.errors import RunDirError
+from tfscope.core.network import Regressor
+from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, UNSTANDARDIZE, live_stages, stage_names
 
 EAGER = "eager"
 RUNTIMES = ("graph", "xla", "savedmodel", "ort_noopt", "ort_all", "onnx_reference")

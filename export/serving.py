@@ -11,8 +11,7 @@ node names keep the scopes).
 from __future__ import annotations
 
 import tensorflow as tf
-
-from core.network import Regressor
+from tfscope.core.network import Regressor
 
 SERVING, LAYERS = "serving_default", "layers"
 INPUT, OUTPUT = "x", "z"

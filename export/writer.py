@@ -16,14 +16,13 @@ import shutil
 from pathlib import Path
 
 import tensorflow as tf
-
-from core.errors import RunDirError
-from core.network import Regressor
-from export.inputs import INPUTS, make_inputs, save_inputs
-from export.live import LIVE, save_live
-from export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
-from export.preflight import DEFAULT_OPSET, MARKER, check_opset, check_target
-from export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
+from tfscope.core.errors import RunDirError
+from tfscope.core.network import Regressor
+from tfscope.export.inputs import INPUTS, make_inputs, save_inputs
+from tfscope.export.live import LIVE, save_live
+from tfscope.export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
+from tfscope.export.preflight import DEFAULT_OPSET, MARKER, check_opset, check_target
+from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
 
 BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
 PARTIAL = ".partial-"
@@ -103,7 +102,7 @@ def commit(tmp: Path, out: Path) -> None:
 def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, force: bool = False,
                atol: float | None = None, rtol: float | None = None) -> Report:
     """Export the run's newest checkpoint to `out_dir`, verify it, and return the equivalence report."""
-    from core.run import CONFIG, load_run
+    from tfscope.core.run import CONFIG, load_run
 
     check_opset(opset)
     run_dir, out = Path(run_dir), Path(out_dir)

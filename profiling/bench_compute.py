@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-
-from core.config import TrainConfig
-from core.data import Dataset
-from core.trainer import Trainer
-from profiling.bench import Timing, measure, summarize
+from tfscope.core.config import TrainConfig
+from tfscope.core.data import Dataset
+from tfscope.core.trainer import Trainer
+from tfscope.profiling.bench import Timing, measure, summarize
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 512

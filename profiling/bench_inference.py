@@ -11,9 +11,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.config import TrainConfig
-from core.run import train
-from profiling.bench import Timing, summarize
+from tfscope.core.config import TrainConfig
+from tfscope.core.run import train
+from tfscope.profiling.bench import Timing, summarize
 
 BATCHES = (1, 1024)
 
@@ -21,8 +21,8 @@ BATCHES = (1, 1024)
 def time_inference(batches: tuple[int, ...] = BATCHES, calls: int = 200, warmup: int = 20,
                    repeats: int = 5) -> dict[tuple[str, int], Timing]:
     """Seconds per call for each (runtime, batch): runtime is "savedmodel" or "onnxruntime"."""
-    from export.latency import export_latency
-    from export.writer import export_run
+    from tfscope.export.latency import export_latency
+    from tfscope.export.writer import export_run
 
     samples: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="tfscope-bench-") as tmp:

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from core import data as data_mod
-from core.config import TrainConfig
-from core.trainer import Trainer
-from profiling.bench import Timing, measure, summarize
+from tfscope.core import data as data_mod
+from tfscope.core.config import TrainConfig
+from tfscope.core.trainer import Trainer
+from tfscope.profiling.bench import Timing, measure, summarize
 
 POINT, TRUTH, TOLERANCE = (3.0, 2.0), 14.0, 1e-3  # the lecture's test point, its true z, the goal
 MODES = ("eager", "graph", "xla", "fused")
@@ -238,7 +237,7 @@ def keras_fit_time_to_solution(jit_compile: bool, steps_per_execution: int, cap_
 def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solution, dict]:
     """`tfscope train`'s path (core.run.train, default TrainConfig) into a temporary run directory:
     the whole call, run directory and loss plot included. Returns the solution and the run's metrics."""
-    from core.run import train
+    from tfscope.core.run import train
 
     config = config or TrainConfig()
     with tempfile.TemporaryDirectory(prefix="tfscope-bench-") as tmp:
@@ -255,7 +254,7 @@ def fused_step_instructions(steps_per_call: int = 1000) -> dict:
     one function (core/xla_flags.py). The loop does not depend on `steps_per_call`."""
     from collections import Counter
 
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     trainer = project_trainer(steps_per_call)
     fn = trainer.compiled("fused")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from profiling import bench_compute, bench_lecture
-from profiling.bench import JSON_FILE, PNG_FILE, Timing, progress, ratio
+from tfscope.profiling import bench_compute, bench_lecture
+from tfscope.profiling.bench import JSON_FILE, PNG_FILE, Timing, progress, ratio
 
 US, MS = 1e6, 1e3
 
@@ -170,7 +170,7 @@ def compute_bound(plan: Plan) -> dict:
 
 def inference(plan: Plan) -> dict:
     """Part 4: per-call latency of the SavedModel and onnxruntime at batch 1 and 1024."""
-    from profiling.bench_inference import time_inference
+    from tfscope.profiling.bench_inference import time_inference
 
     t0 = time.perf_counter()
     timings = time_inference(calls=plan.inference_calls, warmup=plan.inference_warmup, repeats=plan.repeats)

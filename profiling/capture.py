@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from core.config import MODES
-from core.errors import ConfigError, RunDirError
-from core.run import is_run, load_run
-from core.trainer import Trainer
-from profiling import hlo, hot_path, summaries
-from profiling.limits import (  # noqa: F401  (re-exported: the window's sizes are part of this API)
+from tfscope.core.config import MODES
+from tfscope.core.errors import ConfigError, RunDirError
+from tfscope.core.run import is_run, load_run
+from tfscope.core.trainer import Trainer
+from tfscope.profiling import hlo, hot_path, summaries
+from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's sizes are part of this API)
     BYTES_PER_EVENT,
     DEFAULT_CALLS,
     DEFAULT_EVENT_BUDGET,

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import ConfigError, RunDirError
-from core.xla_flags import SMALL_CALL
+from tfscope.core.errors import ConfigError, RunDirError
+from tfscope.core.xla_flags import SMALL_CALL
 
 if TYPE_CHECKING:  # TensorFlow loads only when IR is made: parsing and stage checks stay light
-    from core.trainer import Trainer
+    from tfscope.core.trainer import Trainer
 
 STAGES = ("hlo", "hlo_no_metadata", "hlo_serialized", "stablehlo", "optimized_hlo", "optimized_hlo_serialized",
           "optimized_hlo_proto_serialized", "optimized_hlo_dot")

@@ -23,8 +23,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.errors import RunDirError
-from profiling import hlo, xplane
+from tfscope.core.errors import RunDirError
+from tfscope.profiling import hlo, xplane
 
 JSON_NAME, CSV_NAME, HLO_NAME = "hot_path.json", "hot_path.csv", "optimized_hlo.txt"
 EXECUTABLE = re.compile(r"Executable::Execute")  # CpuExecutable::ExecuteAsyncOnStream, GPU's likewise

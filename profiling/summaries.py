@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-
-from core import gradients
-from core.trainer import Trainer
+from tfscope.core import gradients
+from tfscope.core.trainer import Trainer
 
 RUN = "train"  # the TensorBoard run (subdirectory of LOGDIR) that holds the summaries
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import RunDirError
+from tfscope.core.errors import RunDirError
 
 PROFILE_DIR = ("plugins", "profile")
 STEP_EVENT = "train"  # the name of the tf.profiler.experimental.Trace that marks one captured call

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def lecture_run(tmp_path_factory) -> Path:
     """A trained run of the lecture network with default settings (fused mode), shared read-only."""
-    from core.config import TrainConfig
-    from core.run import train
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.run import train
 
     out = tmp_path_factory.mktemp("lecture") / "run"
     train(TrainConfig(), out)

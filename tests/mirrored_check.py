@@ -12,19 +12,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core import distributed
+from tfscope.core import distributed
 
 STRATEGY = distributed.make_strategy("mirrored", 2)  # first: before any other TensorFlow op
 
 import numpy as np  # noqa: E402
-
-from core import data as data_mod  # noqa: E402
-from core.checkpoints import Checkpointer  # noqa: E402
-from core.config import TrainConfig  # noqa: E402
-from core.distributed import DistributedTrainer  # noqa: E402
-from core.errors import ConfigError  # noqa: E402
-from core.run import load_run, train  # noqa: E402
-from core.trainer import Trainer  # noqa: E402
+from tfscope.core import data as data_mod  # noqa: E402
+from tfscope.core.checkpoints import Checkpointer  # noqa: E402
+from tfscope.core.config import TrainConfig  # noqa: E402
+from tfscope.core.distributed import DistributedTrainer  # noqa: E402
+from tfscope.core.errors import ConfigError  # noqa: E402
+from tfscope.core.run import load_run, train  # noqa: E402
+from tfscope.core.trainer import Trainer  # noqa: E402
 
 STEPS = 50
 # (dtype, mode, optimizer, batch size, learning rate): full batch splits the 19 rows 10/9, batch 8

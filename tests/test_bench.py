@@ -23,7 +23,7 @@ class FakeClock:
 
 
 def test_measure_excludes_warmup_and_reports_median_and_range_per_unit():
-    from profiling.bench import measure
+    from tfscope.profiling.bench import measure
 
     clock = FakeClock()
     durations = iter([100.0, 7.0, 3.0, 5.0, 11.0, 4.0])  # the first call is the warm-up
@@ -43,7 +43,7 @@ def test_measure_excludes_warmup_and_reports_median_and_range_per_unit():
 
 
 def test_measure_rejects_empty_windows():
-    from profiling.bench import measure
+    from tfscope.profiling.bench import measure
 
     with pytest.raises(ValueError):
         measure(lambda: None, per=0)
@@ -70,10 +70,9 @@ def test_flop_formula_matches_tensorflows_own_count_of_the_traced_step():
     """Forward matmuls = 2B sum(in*out) exactly; the gradient step's matmuls = 3F less the first
     layer's input gradient, which autodiff never builds. Integer counts: exact equality."""
     import tensorflow as tf
-
-    from core import gradients
-    from core.trainer import Trainer
-    from profiling import bench_compute as bc
+    from tfscope.core import gradients
+    from tfscope.core.trainer import Trainer
+    from tfscope.profiling import bench_compute as bc
 
     trainer = Trainer(bc.project_config("graph"), bc.random_data(rows=bc.BATCH))
     mlp = trainer.model.mlp
@@ -91,7 +90,7 @@ def test_flop_formula_matches_tensorflows_own_count_of_the_traced_step():
 def test_lecture_loop_step_is_keras_adam_on_mse_by_hand():
     """One step of the lecture's loop equals a numpy forward pass, MSE gradient by the chain rule and
     Keras' Adam update (lr 0.001, betas 0.9/0.999, eps 1e-7). float32 throughout: atol 1e-6."""
-    from profiling.bench_lecture import LectureLoop
+    from tfscope.profiling.bench_lecture import LectureLoop
 
     loop = LectureLoop(seed=3)
     w1, b1, w2, b2 = [v.numpy().astype(np.float64) for v in loop.model.trainable_weights]
@@ -116,7 +115,7 @@ def test_lecture_loop_step_is_keras_adam_on_mse_by_hand():
 def test_keras_fit_on_repeated_rows_follows_the_lecture_loop():
     """The time-to-solution projection rests on this: fit (batch 19, rows repeated, no shuffle) runs
     the lecture's algorithm step for step. 100 Adam steps in float32, graph vs eager: rtol 1e-4."""
-    from profiling import bench_lecture as bl
+    from tfscope.profiling import bench_lecture as bl
 
     loop = bl.LectureLoop(seed=0)
     loop.steps(100)

@@ -9,9 +9,8 @@ import json
 
 import pytest
 from conftest import tfscope
-
-from core.config import TrainConfig
-from core.errors import ConfigError, RunDirError
+from tfscope.core.config import TrainConfig
+from tfscope.core.errors import ConfigError, RunDirError
 
 BAD = [
     # (field=value, message prefix naming the field)
@@ -112,7 +111,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
 
 def test_named_choices_match_their_implementations():
     """core.choices lists names without importing TensorFlow; each must have an implementation."""
-    from core import activations, choices, losses, optimizers
+    from tfscope.core import activations, choices, losses, optimizers
 
     assert set(choices.ACTIVATIONS) == set(activations.ACTIVATIONS)
     assert set(choices.LOSSES) == set(losses.LOSSES)
@@ -125,7 +124,7 @@ def test_validation_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom core.config import TrainConfig\nfrom core.errors import ConfigError\n"
+    code = ("import sys\nfrom tfscope.core.config import TrainConfig\nfrom tfscope.core.errors import ConfigError\n"
             "TrainConfig().validate()\ntry:\n    TrainConfig(activation='nope').validate()\n"
             "except ConfigError:\n    pass\nassert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from core import data
-from core.errors import DataError
+from tfscope.core import data
+from tfscope.core.errors import DataError
 
 LECTURE = data._builtin_text()  # the packaged file's text, byte-order mark included
 ROWS = 19

@@ -84,8 +84,8 @@ def test_existing_directory_and_opset_19_are_refused(cli_export, lecture_run, tm
 
 
 def test_force_replaces_only_exports_and_only_when_complete(lecture_run, tmp_path):
-    from core.errors import RunDirError
-    from export.writer import export_run
+    from tfscope.core.errors import RunDirError
+    from tfscope.export.writer import export_run
 
     out = tmp_path / "exp"
     export_run(lecture_run, out, opset=13)
@@ -101,7 +101,7 @@ def test_force_replaces_only_exports_and_only_when_complete(lecture_run, tmp_pat
 
 
 def test_export_killed_midway_leaves_nothing_and_a_rerun_succeeds(lecture_run, tmp_path):
-    from export.writer import export_run
+    from tfscope.export.writer import export_run
 
     out = tmp_path / "exp"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -122,8 +122,8 @@ def test_export_killed_midway_leaves_nothing_and_a_rerun_succeeds(lecture_run, t
 
 
 def test_verify_refuses_bad_directories_and_tolerances(lecture_run, cli_export, tmp_path):
-    from core.errors import ConfigError, RunDirError
-    from export.parity import verify
+    from tfscope.core.errors import ConfigError, RunDirError
+    from tfscope.export.parity import verify
 
     with pytest.raises(RunDirError, match="no such export directory"):
         verify(tmp_path / "missing")

@@ -7,8 +7,7 @@ import math
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from export.compare import compare
+from tfscope.export.compare import compare
 
 
 def test_hand_worked_case():

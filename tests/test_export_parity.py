@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
-from core.config import TrainConfig
-from core.run import load_run, train
-from export.inputs import load_inputs
-from export.parity import verify
-from export.runtimes import RUNTIMES, live_runtimes, ort_runtime
-from export.serving import stage_names
-from export.writer import export_run
+from tfscope.core.config import TrainConfig
+from tfscope.core.run import load_run, train
+from tfscope.export.inputs import load_inputs
+from tfscope.export.parity import verify
+from tfscope.export.runtimes import RUNTIMES, live_runtimes, ort_runtime
+from tfscope.export.serving import stage_names
+from tfscope.export.writer import export_run
 
 # (name, config fields, number of features); networks train a few hundred steps only: parity
 # concerns the function the weights define, not how good the fit is.
@@ -117,7 +116,7 @@ def test_onnx_and_savedmodel_match_a_numpy_forward_pass(exported):
 
 def test_report_figures_recomputed_independently(exported):
     _, _, export_dir, report = exported
-    from export.live import load_live
+    from tfscope.export.live import load_live
 
     model, _ = load_live(export_dir / "live")
     x = load_inputs(export_dir / "inputs.npz")["beyond_1024"]
@@ -150,7 +149,7 @@ def test_export_files_have_the_promised_interface(exported):
 def test_live_stages_agree_with_the_serving_module(exported):
     """The stage outputs used for localisation compose to the network's output."""
     _, _, export_dir, _ = exported
-    from export.live import load_live
+    from tfscope.export.live import load_live
 
     model, _ = load_live(export_dir / "live")
     x = load_inputs(export_dir / "inputs.npz")["train"]

@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from core.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
-from core.config import TrainConfig
-from core.run import HISTORY, METRICS, load_run
-from core.trainer import Trainer
+from tfscope.core.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
+from tfscope.core.config import TrainConfig
+from tfscope.core.run import HISTORY, METRICS, load_run
+from tfscope.core.trainer import Trainer
 
 STEPS, EVERY = 1000, 20
 # Mini-batches (the data position must resume too), a non-linear net (the loss never reaches 0),
@@ -279,7 +278,7 @@ def test_divergence_names_the_step_and_never_checkpoints_a_non_finite_state(tmp_
 
 def test_the_checkpointer_refuses_a_non_finite_state(tmp_path):
     """The guard itself: one inf weight (or optimiser slot) and save() writes nothing."""
-    from core import data
+    from tfscope.core import data
 
     trainer = Trainer(TrainConfig(), data.builtin())
     trainer.run_chunk(3, "eager")
@@ -293,8 +292,8 @@ def test_an_export_moved_aside_by_a_dead_force_replacement_is_put_back(tmp_path)
     renames (too short a window to hit with a signal, so the state is made here) must not lose the
     old export. The next export puts it back, or deletes it once a new one is in place.
     (tests/test_export_cli.py kills an export while it writes.)"""
-    from export.preflight import MARKER
-    from export.writer import OLD, PARTIAL, remove_stale
+    from tfscope.export.preflight import MARKER
+    from tfscope.export.writer import OLD, PARTIAL, remove_stale
 
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait(timeout=DEADLINE)  # its pid is now a dead process's

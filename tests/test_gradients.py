@@ -27,11 +27,10 @@ import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from core import gradients, losses
-from core.activations import ACTIVATIONS
-from core.losses import HUBER_DELTA, LOSSES
-from core.network import MLP
+from tfscope.core import gradients, losses
+from tfscope.core.activations import ACTIVATIONS
+from tfscope.core.losses import HUBER_DELTA, LOSSES
+from tfscope.core.network import MLP
 
 TINY = 1e-30
 MARGIN = 0.05

@@ -12,7 +12,7 @@ from conftest import tfscope
 
 @pytest.fixture(scope="module")
 def trainer(lecture_run):
-    from core.run import load_run
+    from tfscope.core.run import load_run
 
     t = load_run(lecture_run)
     t.steps_per_call = 50  # a small loss buffer; the loop's code is the same for any K
@@ -21,8 +21,7 @@ def trainer(lecture_run):
 
 def proto_and_text(trainer, mode):
     from tensorflow.compiler.xla.service import hlo_pb2
-
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     fn, args = trainer.compiled(mode), hlo.step_args(trainer, mode)
     proto = hlo_pb2.HloProto()
@@ -40,7 +39,7 @@ def proto_shape(shape) -> str:
 
 @pytest.mark.parametrize("mode", ["xla", "fused"])
 def test_parser_agrees_with_the_hlo_proto(trainer, mode):
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     proto, text = proto_and_text(trainer, mode)
     module = hlo.parse(text)
@@ -59,7 +58,7 @@ def test_parser_agrees_with_the_hlo_proto(trainer, mode):
 
 def test_summary_counts_match_the_hlo_proto(trainer):
     """Instructions by opcode outside fused/reducer computations, and the while body's opcodes."""
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     proto, text = proto_and_text(trainer, "fused")
     s = hlo.summary(hlo.parse(text))
@@ -83,7 +82,7 @@ def test_summary_counts_match_the_hlo_proto(trainer):
 @pytest.mark.parametrize("stage,marker", [("stablehlo", "stablehlo."), ("optimized_hlo_dot", "digraph"),
                                           ("hlo", "HloModule")])
 def test_each_stage_writes_its_ir(trainer, tmp_path, stage, marker):
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     report = hlo.write_ir(trainer, tmp_path, stage, ("fused",))
     path = tmp_path / hlo.ir_filename("fused", stage)
@@ -95,7 +94,7 @@ def test_each_stage_writes_its_ir(trainer, tmp_path, stage, marker):
 def test_tf_graph_counts_include_the_loop_body(trainer):
     """The fused function's graph is a While whose body is a library function: the counts reach
     into it, so the body's MatMuls (forward and backward) are there as in the one-step graph."""
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     step = hlo.graph_op_counts(trainer.compiled("xla"), ())
     loop = hlo.graph_op_counts(trainer.compiled("fused"), hlo.step_args(trainer, "fused"))
@@ -104,7 +103,7 @@ def test_tf_graph_counts_include_the_loop_body(trainer):
 
 
 def test_unknown_stage_is_one_line_listing_the_valid_ones(lecture_run, tmp_path):
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     r = tfscope("hlo", str(lecture_run), "--stage", "hlo_text", "--out", str(tmp_path / "ir"))
     assert r.returncode == 2

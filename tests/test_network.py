@@ -8,11 +8,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from core import data
-from core.errors import ConfigError
-from core.network import MLP, Regressor, glorot_uniform
-from core.run import load_run
+from tfscope.core import data
+from tfscope.core.errors import ConfigError
+from tfscope.core.network import MLP, Regressor, glorot_uniform
+from tfscope.core.run import load_run
 
 
 def test_least_squares_on_lecture_data_is_2_3_2():

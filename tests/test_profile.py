@@ -40,7 +40,7 @@ def raw_space(report: dict):
 
 def raw_events(space):
     """(plane, name, start_ps, duration_ps, {stat: value}) for every event: written here, not
-    taken from profiling.xplane, so the report is compared with an independent reading."""
+    taken from tfscope.profiling.xplane, so the report is compared with an independent reading."""
     for plane in space.planes:
         md = plane.stat_metadata
         for line in plane.lines:
@@ -89,7 +89,7 @@ def fused(lecture_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def whole(lecture_run, tmp_path_factory):
     """The default capture, in this process: the fused loop as training runs it, one compiled function."""
-    from profiling import capture
+    from tfscope.profiling import capture
 
     logdir = tmp_path_factory.mktemp("profile_whole") / "log"
     warnings: list[str] = []
@@ -143,7 +143,7 @@ def test_instruction_counts_follow_the_loop_structure(fused):
     """Per call the loop's body runs once per step (k), its condition once more, the update branch
     (where XLA keeps the guard a conditional) once per step, the entry once. The event counts must
     say exactly that (target loss 0 keeps every loop full)."""
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     logdir, report, _, _ = fused
     module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
@@ -160,7 +160,7 @@ def test_instruction_counts_follow_the_loop_structure(fused):
 def test_self_times_add_up_to_the_top_level_instructions(fused):
     """Self time moves a while loop's body out of the loop's own time but creates or loses none:
     the listed total equals the summed raw duration of the entry computation's instructions."""
-    from profiling import hlo
+    from tfscope.profiling import hlo
 
     logdir, report, _, _ = fused
     module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
@@ -172,7 +172,7 @@ def test_self_times_add_up_to_the_top_level_instructions(fused):
 
 
 def test_default_capture_is_bounded(fused):
-    from profiling import capture
+    from tfscope.profiling import capture
 
     _, report, _, warnings = fused
     size = Path(report["xplane"]).stat().st_size
@@ -192,7 +192,7 @@ def test_default_capture_is_bounded(fused):
 def test_default_capture_times_the_loop_as_one_call(whole):
     """As trained, the loop is one compiled function: the report holds the call that runs it (once
     per captured call, most of the executable's time), no instruction of its body, and says so."""
-    from profiling import hlo, hot_path
+    from tfscope.profiling import hlo, hot_path
 
     logdir, report, warnings = whole
     module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
@@ -225,7 +225,7 @@ def test_json_and_csv_hold_the_report(fused):
 
 
 def test_report_rebuilds_from_the_log_directory_alone(fused):
-    from profiling import hot_path
+    from tfscope.profiling import hot_path
 
     logdir, report, _, _ = fused
     again = hot_path.from_logdir(logdir)
@@ -233,8 +233,8 @@ def test_report_rebuilds_from_the_log_directory_alone(fused):
 
 
 def test_summaries_cover_every_step_run(fused, lecture_run):
-    from core.config import TrainConfig
-    from profiling import capture
+    from tfscope.core.config import TrainConfig
+    from tfscope.profiling import capture
 
     logdir, report, _, _ = fused
     sc = scalars(logdir)
@@ -256,8 +256,8 @@ def test_logged_loss_matches_an_eager_evaluation(fused, lecture_run):
     Tolerance 1e-3 relative: the trained loss is ~1e-10 in standardised units, residuals ~1e-5,
     and float32 rounding of residuals of that size is ~1e-7 absolute, about 1e-2 relative on each
     residual but averaging out over 19 rows to well under 1e-3 on the mean of squares."""
-    from core import gradients
-    from core.run import load_run
+    from tfscope.core import gradients
+    from tfscope.core.run import load_run
 
     logdir, report, _, _ = fused
     sc = scalars(logdir)["loss"]
@@ -272,11 +272,11 @@ def test_gradient_norm_summary_matches_finite_differences(tmp_path):
     float32 tape gradients of O(1) agree with float64 differences to ~1e-6 relative; 1e-4 holds.
     The biases' gradients are exactly 0 at the start (standardised data, zero biases: the
     residuals sum to 0), so there float32 leaves ~1e-7 of rounding: hence abs 1e-6."""
-    from core import gradients
-    from core.config import TrainConfig
-    from core.data import load
-    from core.trainer import Trainer
-    from profiling import summaries
+    from tfscope.core import gradients
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.data import load
+    from tfscope.core.trainer import Trainer
+    from tfscope.profiling import summaries
 
     config = TrainConfig()
     t = Trainer(config, load(None, None, None, config.dtype))
@@ -292,8 +292,8 @@ def test_gradient_norm_summary_matches_finite_differences(tmp_path):
 
 
 def test_graph_mode_reports_tf_ops_of_the_step_graph(lecture_run, tmp_path):
-    from core.run import load_run
-    from profiling import capture
+    from tfscope.core.run import load_run
+    from tfscope.profiling import capture
 
     report = capture.profile_run(lecture_run, tmp_path / "log", mode="graph", calls=3)
     assert report["kind"] == "tf_op" and report["step_numbers"] == [0, 1, 2]
@@ -311,7 +311,7 @@ def test_graph_mode_reports_tf_ops_of_the_step_graph(lecture_run, tmp_path):
 
 
 def test_eager_mode_reports_each_op_type(lecture_run, tmp_path):
-    from profiling import capture
+    from tfscope.profiling import capture
 
     report = capture.profile_run(lecture_run, tmp_path / "log", mode="eager", calls=2)
     assert report["kind"] == "tf_op" and report["step_numbers"] == [0, 1]
@@ -321,7 +321,7 @@ def test_eager_mode_reports_each_op_type(lecture_run, tmp_path):
 
 
 def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
-    from profiling import capture
+    from tfscope.profiling import capture
 
     report = capture.profile_run(lecture_run, tmp_path / "log", mode="xla", calls=4)
     assert report["kind"] == "hlo" and report["steps_per_call"] == 1
@@ -331,8 +331,8 @@ def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
 
 
 def test_oversized_window_is_flagged_in_one_line(lecture_run):
-    from core.run import load_run
-    from profiling import capture
+    from tfscope.core.run import load_run
+    from tfscope.profiling import capture
 
     t = load_run(lecture_run)
     big = capture.plan_window(t, "fused", calls=10_000, steps_per_call=100_000)
@@ -418,7 +418,7 @@ def test_gpu_device_plane_lands_in_the_same_capture(lecture_run, tmp_path):
 
     if not tf.config.list_physical_devices("GPU"):
         pytest.skip("no GPU on this machine")
-    from profiling import capture
+    from tfscope.profiling import capture
 
     report = capture.profile_run(lecture_run, tmp_path / "log", calls=2, steps_per_call=5)
     assert any(p.startswith("/device:GPU") for p in report["planes"])

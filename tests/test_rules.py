@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tfscope
+from tfscope.core import data, rules
+from tfscope.core.config import TrainConfig, resume_mismatch
+from tfscope.core.errors import ConfigError, DataError
+from tfscope.core.run import read_history, train
+from tfscope.core.trainer import DIVERGED, TARGET, Trainer
 
-from core import data, rules
-from core.config import TrainConfig, resume_mismatch
-from core.errors import ConfigError, DataError
-from core.run import read_history, train
-from core.trainer import DIVERGED, TARGET, Trainer
 from tfscope.cli import main
 
 MODES = ("eager", "graph", "xla", "fused")

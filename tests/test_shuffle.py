@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-
-from core import shuffle
+from tfscope.core import shuffle
 
 
 def test_permutation_is_the_same_eager_graph_and_xla():

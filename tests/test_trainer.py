@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from core import data
-from core.config import TrainConfig
-from core.run import load_run, read_history, train
-from core.trainer import DIVERGED, STEPS, TARGET, Trainer
+from tfscope.core import data
+from tfscope.core.config import TrainConfig
+from tfscope.core.run import load_run, read_history, train
+from tfscope.core.trainer import DIVERGED, STEPS, TARGET, Trainer
 
 MODES = ("eager", "graph", "xla", "fused")
 
@@ -221,7 +220,7 @@ def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
     0 s every call saves (xla mode: 100 steps a call)."""
     import re
 
-    from core import run
+    from tfscope.core import run
 
     def saved(run_dir) -> list[int]:
         names = (run_dir / "checkpoints").iterdir()

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import tfscope
-
-from core import xla_flags
+from tfscope.core import xla_flags
 
 FLAG = f"--xla_backend_extra_options={xla_flags.KEY}"
 
@@ -46,7 +45,7 @@ def test_importing_core_sets_the_option_in_a_fresh_process():
     import subprocess
     import sys
 
-    code = "import os, sys; import core; print(os.environ['XLA_FLAGS']); print('tensorflow' in sys.modules)"
+    code = "import os, sys; import tfscope.core; print(os.environ['XLA_FLAGS']); print('tensorflow' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "XLA_FLAGS": ""})
     assert p.returncode == 0, p.stderr
@@ -54,9 +53,9 @@ def test_importing_core_sets_the_option_in_a_fresh_process():
 
 
 def test_the_lecture_loop_is_compiled_whole_in_this_process(lecture_run):
-    """Tests import core before any XLA compilation, so the default applies here as in the CLI."""
-    from core.run import load_run
-    from profiling import hlo
+    """Tests import tfscope.core before any XLA compilation, so the default applies here as in the CLI."""
+    from tfscope.core.run import load_run
+    from tfscope.profiling import hlo
 
     trainer = load_run(lecture_run)
     text = hlo.compiler_ir(trainer.compiled("fused"), hlo.step_args(trainer, "fused"), "optimized_hlo")

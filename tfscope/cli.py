@@ -53,18 +53,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def unshadow() -> None:
-    """`python -m tfscope` puts the working directory first on sys.path, where a user's folder named
-    export/, core/ or profiling/ (an export directory, say) would hide this project's packages.
-    Outside the project's own root, drop it: the packages are found where they were installed."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cwd = os.getcwd()
-    if os.path.realpath(cwd) != os.path.realpath(root):
-        sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != cwd]
-
-
 def main(argv: list[str] | None = None) -> int:
-    unshadow()
     argv = sys.argv[1:] if argv is None else argv
     if "--tf-logs" not in argv:
         quiet_tensorflow()
@@ -73,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    from core.errors import TfscopeError
+    from tfscope.core.errors import TfscopeError
 
     try:
         return int(args.func(args) or 0)

@@ -12,7 +12,7 @@ from tfscope.cli import fail
 def check_out(out: Path, force: bool) -> None:
     """Refuse before any work: OUT must be a writable directory (or creatable) without a bench.json,
     unless --force."""
-    from profiling.bench import JSON_FILE
+    from tfscope.profiling.bench import JSON_FILE
 
     if out.exists() and not out.is_dir():
         fail(f"bench: --out {out}: exists and is not a directory")
@@ -30,7 +30,7 @@ def check_out(out: Path, force: bool) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out(out, args.force)
-    from profiling import bench_suite
+    from tfscope.profiling import bench_suite
 
     plan = bench_suite.QUICK if args.quick else bench_suite.FULL
     result = bench_suite.run(plan, quick=args.quick)

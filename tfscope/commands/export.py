@@ -9,11 +9,11 @@ import math
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from export.preflight import check_opset, check_target
+    from tfscope.export.preflight import check_opset, check_target
 
     check_opset(args.opset)  # before TensorFlow loads: a refusal costs nothing
     check_target(Path(args.out), args.force)
-    from export.writer import export_run
+    from tfscope.export.writer import export_run
 
     report = export_run(args.run_dir, args.out, opset=args.opset, force=args.force, atol=args.atol, rtol=args.rtol)
     print(f"exported {args.run_dir} to {args.out}: saved_model/, model.onnx (opset {args.opset}), parity.json")
@@ -22,7 +22,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from export.preflight import DEFAULT_OPSET, OPSETS
+    from tfscope.export.preflight import DEFAULT_OPSET, OPSETS
 
     p = sub.add_parser("export", help="export a trained run to SavedModel and ONNX, and verify both")
     p.add_argument("run_dir", metavar="RUN_DIR")

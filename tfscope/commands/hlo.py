@@ -9,8 +9,8 @@ from pathlib import Path
 
 
 def cmd_hlo(args: argparse.Namespace) -> int:
-    from core.errors import ConfigError, RunDirError
-    from profiling import hlo  # its TensorFlow import is deferred: the checks below cost nothing
+    from tfscope.core.errors import ConfigError, RunDirError
+    from tfscope.profiling import hlo  # its TensorFlow import is deferred: the checks below cost nothing
 
     hlo.check_stage(args.stage)
     if args.mode not in (*hlo.IR_MODES, "both"):
@@ -22,7 +22,7 @@ def cmd_hlo(args: argparse.Namespace) -> int:
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         raise RunDirError(f"{existing[0]}: already exists; choose another --out or use --force to replace it")
-    from core.run import load_run
+    from tfscope.core.run import load_run
 
     trainer = load_run(args.run_dir)
     report = hlo.write_ir(trainer, out, args.stage, modes)

@@ -8,10 +8,10 @@ import argparse
 
 def cmd_profile(args: argparse.Namespace) -> int:
     if args.per_instruction:  # before TensorFlow's first XLA compilation, which reads XLA_FLAGS
-        from core import xla_flags
+        from tfscope.core import xla_flags
 
         xla_flags.set_small_loop_bytes(0)
-    from profiling import capture, hot_path
+    from tfscope.profiling import capture, hot_path
 
     report = capture.profile_run(args.run_dir, args.logdir, mode=args.mode, calls=args.calls,
                                  steps_per_call=args.steps_per_call, force=args.force)
@@ -22,9 +22,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from core.choices import MODES
-    from profiling.limits import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
     from tfscope.commands.train import positive_int
+    from tfscope.core.choices import MODES
+    from tfscope.profiling.limits import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
 
     p = sub.add_parser("profile", help="profile a run's compiled step into a TensorBoard log directory")
     p.add_argument("run_dir", metavar="RUN_DIR")

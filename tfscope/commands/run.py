@@ -22,7 +22,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.metrics["stopped_because"] not in ("target", "steps"):
         return 1
 
-    from export.writer import export_run
+    from tfscope.export.writer import export_run
 
     stage("export and verify")
     report = export_run(out / "run", out / "export", force=args.force)
@@ -33,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.no_profile:
         return 0 if report.passed else 1
-    from profiling import capture, hot_path
+    from tfscope.profiling import capture, hot_path
 
     stage("profile")
     profile = capture.profile_run(out / "run", out / "profile", force=args.force)

@@ -20,7 +20,7 @@ def widths(text: str) -> list[int]:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    from core.config import CHECKPOINT_SECONDS, TrainConfig
+    from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig
 
     d = TrainConfig()
     g = p.add_argument_group("data")
@@ -74,7 +74,7 @@ def positive_int(text: str) -> int:
 
 
 def config_from_args(args: argparse.Namespace):
-    from core.config import TrainConfig
+    from tfscope.core.config import TrainConfig
 
     features = None
     if args.features is not None:
@@ -93,17 +93,17 @@ def config_from_args(args: argparse.Namespace):
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
     """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
     config = config_from_args(args)  # refuses a bad flag before TensorFlow loads
-    from core import data as data_mod
-    from core.run_dir import check_dir
+    from tfscope.core import data as data_mod
+    from tfscope.core.run_dir import check_dir
 
     check_dir(out, resume, force)  # and a directory it must not touch
 
     dataset = data_mod.load(config.data, config.target, config.features, config.dtype)  # and a bad file
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
-        from core.distributed import make_strategy
+        from tfscope.core.distributed import make_strategy
 
         make_strategy(args.strategy, args.devices)
-    from core import run as run_mod
+    from tfscope.core import run as run_mod
     from tfscope.progress import ProgressBar
 
     stop = {"asked": False}

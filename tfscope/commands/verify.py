@@ -9,12 +9,12 @@ from tfscope.commands.export import add_tolerance_flags
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from export.parity import verify
+    from tfscope.export.parity import verify
 
     report = verify(args.export_dir, atol=args.atol, rtol=args.rtol)
     print(report.table(detail=args.detail))
     if args.bench:
-        from export.latency import export_latency, latency_table
+        from tfscope.export.latency import export_latency, latency_table
 
         print()
         print(latency_table(export_latency(args.export_dir)))
