@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import tensorflow as tf
+
 from tfscope.core import choices
 
 Fn = Callable[[tf.Tensor], tf.Tensor]

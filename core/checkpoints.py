@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import tensorflow as tf
+
 from tfscope.core.errors import RunDirError
 from tfscope.core.network import Regressor
 from tfscope.core.optimizers import Optimizer

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
 from tfscope.core.errors import DataError
 
 BUILTIN = "lecture"

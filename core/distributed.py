@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import choices
 from tfscope.core.config import TrainConfig
 from tfscope.core.data import Dataset

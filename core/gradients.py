@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import activations, losses
 from tfscope.core.network import MLP
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import choices
 
 HUBER_DELTA = 1.0

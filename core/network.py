@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import activations
 from tfscope.core.errors import ConfigError
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import tensorflow as tf
+
 from tfscope.core import choices
 from tfscope.core.errors import ConfigError
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import losses
 from tfscope.core.choices import RULES, check_rule  # noqa: F401  (re-exported)
 from tfscope.core.errors import DataError

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import data as data_mod
 from tfscope.core import losses, rules
 from tfscope.core.checkpoints import Checkpointer

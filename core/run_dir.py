@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
 from tfscope.core.errors import RunDirError
 
 CONFIG, METRICS, HISTORY, PLOT = "config.json", "metrics.json", "history.csv", "loss.png"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import gradients, optimizers, rules, shuffle
 from tfscope.core.config import TrainConfig
 from tfscope.core.data import Dataset

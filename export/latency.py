@@ -44,6 +44,7 @@ def export_latency(export_dir: str | Path, batches: tuple[int, ...] = (1, 1024),
     """SavedModel (`serving_default`, numpy in and out) and onnxruntime (CPU, ORT_ENABLE_ALL) per call."""
     import onnxruntime as ort
     import tensorflow as tf
+
     from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
     from tfscope.export.serving import INPUT, OUTPUT, SERVING
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import tensorflow as tf
+
 from tfscope.core.errors import RunDirError
 from tfscope.core.network import Regressor
 

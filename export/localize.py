@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from tfscope.export.compare import Comparison, compare
 from tfscope.export.runtimes import Runtime
 

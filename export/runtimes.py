@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import tensorflow as tf
+
 from tfscope.core.errors import RunDirError
 from tfscope.core.network import Regressor
 from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, UNSTANDARDIZE, live_stages, stage_names

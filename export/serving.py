@@ -11,6 +11,7 @@ node names keep the scopes).
 from __future__ import annotations
 
 import tensorflow as tf
+
 from tfscope.core.network import Regressor
 
 SERVING, LAYERS = "serving_default", "layers"

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import tensorflow as tf
+
 from tfscope.core.errors import RunDirError
 from tfscope.core.network import Regressor
 from tfscope.export.inputs import INPUTS, make_inputs, save_inputs

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core.config import TrainConfig
 from tfscope.core.data import Dataset
 from tfscope.core.trainer import Trainer

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import data as data_mod
 from tfscope.core.config import TrainConfig
 from tfscope.core.trainer import Trainer

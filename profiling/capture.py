@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core.config import MODES
 from tfscope.core.errors import ConfigError, RunDirError
 from tfscope.core.run import is_run, load_run

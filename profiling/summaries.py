@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
 from tfscope.core import gradients
 from tfscope.core.trainer import Trainer
 

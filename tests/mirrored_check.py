@@ -17,6 +17,7 @@ from tfscope.core import distributed
 STRATEGY = distributed.make_strategy("mirrored", 2)  # first: before any other TensorFlow op
 
 import numpy as np  # noqa: E402
+
 from tfscope.core import data as data_mod  # noqa: E402
 from tfscope.core.checkpoints import Checkpointer  # noqa: E402
 from tfscope.core.config import TrainConfig  # noqa: E402

@@ -70,6 +70,7 @@ def test_flop_formula_matches_tensorflows_own_count_of_the_traced_step():
     """Forward matmuls = 2B sum(in*out) exactly; the gradient step's matmuls = 3F less the first
     layer's input gradient, which autodiff never builds. Integer counts: exact equality."""
     import tensorflow as tf
+
     from tfscope.core import gradients
     from tfscope.core.trainer import Trainer
     from tfscope.profiling import bench_compute as bc

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from conftest import tfscope
+
 from tfscope.core.config import TrainConfig
 from tfscope.core.errors import ConfigError, RunDirError
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from tfscope.core.config import TrainConfig
 from tfscope.core.run import load_run, train
 from tfscope.export.inputs import load_inputs

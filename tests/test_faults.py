@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfscope.core.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
 from tfscope.core.config import TrainConfig
 from tfscope.core.run import HISTORY, METRICS, load_run

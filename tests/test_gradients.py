@@ -27,6 +27,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from tfscope.core import gradients, losses
 from tfscope.core.activations import ACTIVATIONS
 from tfscope.core.losses import HUBER_DELTA, LOSSES

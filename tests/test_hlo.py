@@ -21,6 +21,7 @@ def trainer(lecture_run):
 
 def proto_and_text(trainer, mode):
     from tensorflow.compiler.xla.service import hlo_pb2
+
     from tfscope.profiling import hlo
 
     fn, args = trainer.compiled(mode), hlo.step_args(trainer, mode)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfscope.core import data
 from tfscope.core.errors import ConfigError
 from tfscope.core.network import MLP, Regressor, glorot_uniform

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfscope.core import optimizers
 from tfscope.core.errors import ConfigError
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tfscope.core import choices, data
-from tfscope.core.config import TrainConfig
-from tfscope.core.errors import ConfigError, DataError
 
 from tfscope.cli import COMMANDS, build_parser
 from tfscope.commands.predict import parse_rows
 from tfscope.commands.train import config_from_args
+from tfscope.core import choices, data
+from tfscope.core.config import TrainConfig
+from tfscope.core.errors import ConfigError, DataError
 
 PARSER = build_parser()
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tfscope
+
+from tfscope.cli import main
 from tfscope.core import data, rules
 from tfscope.core.config import TrainConfig, resume_mismatch
 from tfscope.core.errors import ConfigError, DataError
 from tfscope.core.run import read_history, train
 from tfscope.core.trainer import DIVERGED, TARGET, Trainer
-
-from tfscope.cli import main
 
 MODES = ("eager", "graph", "xla", "fused")
 

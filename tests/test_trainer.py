@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfscope.core import data
 from tfscope.core.config import TrainConfig
 from tfscope.core.run import load_run, read_history, train

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import tfscope
+
 from tfscope.core import xla_flags
 
 FLAG = f"--xla_backend_extra_options={xla_flags.KEY}"
