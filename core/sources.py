@@ -175,7 +175,8 @@ class KerasSource(Source):
     kind = "keras"
 
     def __init__(self, model, description: str = "Keras model") -> None:
-        inputs = [InputSpec(_keras_name(t, i), _dtype_name(t.dtype), tuple(t.shape)) for i, t in enumerate(model.inputs)]
+        inputs = [InputSpec(_keras_name(t, i), _dtype_name(t.dtype), tuple(t.shape))
+                  for i, t in enumerate(model.inputs)]
         self.model = model
         self._single = len(inputs) == 1 and not isinstance(getattr(model, "_inputs_struct", None), dict)
         names = list(getattr(model, "output_names", None) or [])
@@ -250,7 +251,8 @@ class FunctionSource(Source):
 
     def __init__(self, fn: Callable, specs: Sequence, outputs: Sequence[str] | None = None,
                  description: str = "function") -> None:
-        inputs = [InputSpec(s.name or f"input_{i}", s.dtype.name, tuple(s.shape.as_list())) for i, s in enumerate(specs)]
+        inputs = [InputSpec(s.name or f"input_{i}", s.dtype.name, tuple(s.shape.as_list()))
+                  for i, s in enumerate(specs)]
         self._fn = fn
         if outputs is None:
             import tensorflow as tf
