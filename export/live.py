@@ -11,7 +11,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfscope.core.errors import RunDirError
-from tfscope.core.network import Regressor
+from tfscope.core.nn.network import Regressor
 
 LIVE = "live"
 NETWORK = "network.json"

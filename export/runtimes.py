@@ -17,7 +17,7 @@ import onnx
 import tensorflow as tf
 
 from tfscope.core.errors import RunDirError
-from tfscope.core.network import Regressor
+from tfscope.core.nn.network import Regressor
 from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, UNSTANDARDIZE, live_stages, stage_names
 
 EAGER = "eager"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfscope.core.network import Regressor
+from tfscope.core.nn.network import Regressor
 
 SERVING, LAYERS = "serving_default", "layers"
 INPUT, OUTPUT = "x", "z"

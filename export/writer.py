@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfscope.core.errors import RunDirError
-from tfscope.core.network import Regressor
+from tfscope.core.nn.network import Regressor
 from tfscope.export.inputs import INPUTS, make_inputs, save_inputs
 from tfscope.export.live import LIVE, save_live
 from tfscope.export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
@@ -103,7 +103,7 @@ def commit(tmp: Path, out: Path) -> None:
 def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET, force: bool = False,
                atol: float | None = None, rtol: float | None = None) -> Report:
     """Export the run's newest checkpoint to `out_dir`, verify it, and return the equivalence report."""
-    from tfscope.core.run import CONFIG, load_run
+    from tfscope.core.train.run import CONFIG, load_run
 
     check_opset(opset)
     run_dir, out = Path(run_dir), Path(out_dir)

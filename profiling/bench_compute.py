@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfscope.core.config import TrainConfig
-from tfscope.core.data import Dataset
-from tfscope.core.trainer import Trainer
+from tfscope.core.data.tables import Dataset
+from tfscope.core.train.trainer import Trainer
 from tfscope.profiling.bench import Timing, measure, summarize
 
 SIZES = (784, 1024, 1024, 10)

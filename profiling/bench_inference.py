@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tfscope.core.config import TrainConfig
-from tfscope.core.run import train
+from tfscope.core.train.run import train
 from tfscope.profiling.bench import Timing, summarize
 
 BATCHES = (1, 1024)

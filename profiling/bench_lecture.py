@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import data as data_mod
 from tfscope.core.config import TrainConfig
-from tfscope.core.trainer import Trainer
+from tfscope.core.data import tables as data_mod
+from tfscope.core.train.trainer import Trainer
 from tfscope.profiling.bench import Timing, measure, summarize
 
 POINT, TRUTH, TOLERANCE = (3.0, 2.0), 14.0, 1e-3  # the lecture's test point, its true z, the goal
@@ -238,7 +238,7 @@ def keras_fit_time_to_solution(jit_compile: bool, steps_per_execution: int, cap_
 def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solution, dict]:
     """`tfscope train`'s path (core.run.train, default TrainConfig) into a temporary run directory:
     the whole call, run directory and loss plot included. Returns the solution and the run's metrics."""
-    from tfscope.core.run import train
+    from tfscope.core.train.run import train
 
     config = config or TrainConfig()
     with tempfile.TemporaryDirectory(prefix="tfscope-bench-") as tmp:

@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from tfscope.core.config import MODES
 from tfscope.core.errors import ConfigError, RunDirError
-from tfscope.core.run import is_run, load_run
-from tfscope.core.trainer import Trainer
+from tfscope.core.train.run import is_run, load_run
+from tfscope.core.train.trainer import Trainer
 from tfscope.profiling import hlo, hot_path, summaries
 from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's sizes are part of this API)
     BYTES_PER_EVENT,

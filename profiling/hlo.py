@@ -18,7 +18,7 @@ from tfscope.core.errors import ConfigError, RunDirError
 from tfscope.core.xla_flags import SMALL_CALL
 
 if TYPE_CHECKING:  # TensorFlow loads only when IR is made: parsing and stage checks stay light
-    from tfscope.core.trainer import Trainer
+    from tfscope.core.train.trainer import Trainer
 
 STAGES = ("hlo", "hlo_no_metadata", "hlo_serialized", "stablehlo", "optimized_hlo", "optimized_hlo_serialized",
           "optimized_hlo_proto_serialized", "optimized_hlo_dot")

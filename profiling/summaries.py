@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import gradients
-from tfscope.core.trainer import Trainer
+from tfscope.core.nn import gradients
+from tfscope.core.train.trainer import Trainer
 
 RUN = "train"  # the TensorBoard run (subdirectory of LOGDIR) that holds the summaries
 

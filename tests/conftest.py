@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def lecture_run(tmp_path_factory) -> Path:
     """A trained run of the lecture network with default settings (fused mode), shared read-only."""
     from tfscope.core.config import TrainConfig
-    from tfscope.core.run import train
+    from tfscope.core.train.run import train
 
     out = tmp_path_factory.mktemp("lecture") / "run"
     train(TrainConfig(), out)

@@ -12,19 +12,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tfscope.core import distributed
+from tfscope.core.train import distributed
 
 STRATEGY = distributed.make_strategy("mirrored", 2)  # first: before any other TensorFlow op
 
 import numpy as np  # noqa: E402
 
-from tfscope.core import data as data_mod  # noqa: E402
-from tfscope.core.checkpoints import Checkpointer  # noqa: E402
 from tfscope.core.config import TrainConfig  # noqa: E402
-from tfscope.core.distributed import DistributedTrainer  # noqa: E402
+from tfscope.core.data import tables as data_mod  # noqa: E402
 from tfscope.core.errors import ConfigError  # noqa: E402
-from tfscope.core.run import load_run, train  # noqa: E402
-from tfscope.core.trainer import Trainer  # noqa: E402
+from tfscope.core.train.checkpoints import Checkpointer  # noqa: E402
+from tfscope.core.train.distributed import DistributedTrainer  # noqa: E402
+from tfscope.core.train.run import load_run, train  # noqa: E402
+from tfscope.core.train.trainer import Trainer  # noqa: E402
 
 STEPS = 50
 # (dtype, mode, optimizer, batch size, learning rate): full batch splits the 19 rows 10/9, batch 8

@@ -149,7 +149,7 @@ def world(lecture_run, tmp_path_factory) -> Path:
     """One directory holding every input a case may name (copied whole for each case)."""
     import onnx
 
-    from tfscope.core.checkpoints import CHECKPOINT_DIR, INDEX
+    from tfscope.core.train.checkpoints import CHECKPOINT_DIR, INDEX
     from tfscope.export.writer import export_run
 
     w = tmp_path_factory.mktemp("world")

@@ -71,8 +71,8 @@ def test_flop_formula_matches_tensorflows_own_count_of_the_traced_step():
     layer's input gradient, which autodiff never builds. Integer counts: exact equality."""
     import tensorflow as tf
 
-    from tfscope.core import gradients
-    from tfscope.core.trainer import Trainer
+    from tfscope.core.nn import gradients
+    from tfscope.core.train.trainer import Trainer
     from tfscope.profiling import bench_compute as bc
 
     trainer = Trainer(bc.project_config("graph"), bc.random_data(rows=bc.BATCH))

@@ -112,7 +112,9 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
 
 def test_named_choices_match_their_implementations():
     """core.choices lists names without importing TensorFlow; each must have an implementation."""
-    from tfscope.core import activations, choices, losses, optimizers
+    from tfscope.core import choices
+    from tfscope.core.nn import activations, losses
+    from tfscope.core.optim import optimizers
 
     assert set(choices.ACTIVATIONS) == set(activations.ACTIVATIONS)
     assert set(choices.LOSSES) == set(losses.LOSSES)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tfscope.core import data
+from tfscope.core.data import tables as data
 from tfscope.core.errors import DataError
 
 LECTURE = data._builtin_text()  # the packaged file's text, byte-order mark included

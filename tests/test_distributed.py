@@ -62,7 +62,7 @@ def test_global_batch_smaller_than_replicas_is_refused(mirrored):
 
 
 def test_split_points_cover_the_batch_once():
-    from tfscope.core.distributed import split_points
+    from tfscope.core.train.distributed import split_points
 
     for batch in range(1, 40):
         for replicas in range(1, min(batch, 8) + 1):
@@ -73,7 +73,7 @@ def test_split_points_cover_the_batch_once():
 
 
 def weights_of(run_dir: Path) -> tuple[int, np.ndarray]:
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
 
     t = load_run(run_dir)
     return t.step, np.concatenate([w.numpy().ravel() for w in t.model.weights]).astype(np.float64)
@@ -81,7 +81,7 @@ def weights_of(run_dir: Path) -> tuple[int, np.ndarray]:
 
 def single_device(tmp_path: Path, **kw) -> np.ndarray:
     from tfscope.core.config import TrainConfig
-    from tfscope.core.run import train
+    from tfscope.core.train.run import train
 
     t = train(TrainConfig(**kw), tmp_path / "single").trainer
     return np.concatenate([w.numpy().ravel() for w in t.model.weights]).astype(np.float64)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from tfscope.core.config import TrainConfig
-from tfscope.core.run import load_run, train
+from tfscope.core.train.run import load_run, train
 from tfscope.export.inputs import load_inputs
 from tfscope.export.parity import verify
 from tfscope.export.runtimes import RUNTIMES, live_runtimes, ort_runtime

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfscope.core.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
 from tfscope.core.config import TrainConfig
-from tfscope.core.run import HISTORY, METRICS, load_run
-from tfscope.core.trainer import Trainer
+from tfscope.core.train.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
+from tfscope.core.train.run import HISTORY, METRICS, load_run
+from tfscope.core.train.trainer import Trainer
 
 STEPS, EVERY = 1000, 20
 # Mini-batches (the data position must resume too), a non-linear net (the loss never reaches 0),
@@ -279,7 +279,7 @@ def test_divergence_names_the_step_and_never_checkpoints_a_non_finite_state(tmp_
 
 def test_the_checkpointer_refuses_a_non_finite_state(tmp_path):
     """The guard itself: one inf weight (or optimiser slot) and save() writes nothing."""
-    from tfscope.core import data
+    from tfscope.core.data import tables as data
 
     trainer = Trainer(TrainConfig(), data.builtin())
     trainer.run_chunk(3, "eager")

@@ -28,10 +28,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tfscope.core import gradients, losses
-from tfscope.core.activations import ACTIVATIONS
-from tfscope.core.losses import HUBER_DELTA, LOSSES
-from tfscope.core.network import MLP
+from tfscope.core.nn import gradients, losses
+from tfscope.core.nn.activations import ACTIVATIONS
+from tfscope.core.nn.losses import HUBER_DELTA, LOSSES
+from tfscope.core.nn.network import MLP
 
 TINY = 1e-30
 MARGIN = 0.05

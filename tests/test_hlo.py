@@ -12,7 +12,7 @@ from conftest import tfscope
 
 @pytest.fixture(scope="module")
 def trainer(lecture_run):
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
 
     t = load_run(lecture_run)
     t.steps_per_call = 50  # a small loss buffer; the loop's code is the same for any K

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfscope.core import losses
 from tfscope.core.errors import ConfigError
+from tfscope.core.nn import losses
 
 TOL = {tf.float32: 1e-6, tf.float64: 1e-14}
 # Keras computes a loss in its own dtype (float32 unless told): give it the dtype under test.

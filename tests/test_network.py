@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfscope.core import data
+from tfscope.core.data import tables as data
 from tfscope.core.errors import ConfigError
-from tfscope.core.network import MLP, Regressor, glorot_uniform
-from tfscope.core.run import load_run
+from tfscope.core.nn.network import MLP, Regressor, glorot_uniform
+from tfscope.core.train.run import load_run
 
 
 def test_least_squares_on_lecture_data_is_2_3_2():

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfscope.core import optimizers
 from tfscope.core.errors import ConfigError
+from tfscope.core.optim import optimizers
 
 SHAPES = [(3, 4), (4,), (1,), (5, 2)]  # like w0, b0, a scalar-ish bias, w1
 STEPS = 100
@@ -229,7 +229,7 @@ def test_bad_hyperparameters_raise_config_error(kwargs, field):
 
 def test_slot_names_unique_for_a_real_network():
     """Slots are named after the model Variables they shadow, so those names must be unique too."""
-    from tfscope.core.network import Regressor
+    from tfscope.core.nn.network import Regressor
 
     model = Regressor([2, 3, 3, 1], "relu")
     opt = optimizers.make("adam", LR)

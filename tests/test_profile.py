@@ -256,8 +256,8 @@ def test_logged_loss_matches_an_eager_evaluation(fused, lecture_run):
     Tolerance 1e-3 relative: the trained loss is ~1e-10 in standardised units, residuals ~1e-5,
     and float32 rounding of residuals of that size is ~1e-7 absolute, about 1e-2 relative on each
     residual but averaging out over 19 rows to well under 1e-3 on the mean of squares."""
-    from tfscope.core import gradients
-    from tfscope.core.run import load_run
+    from tfscope.core.nn import gradients
+    from tfscope.core.train.run import load_run
 
     logdir, report, _, _ = fused
     sc = scalars(logdir)["loss"]
@@ -272,10 +272,10 @@ def test_gradient_norm_summary_matches_finite_differences(tmp_path):
     float32 tape gradients of O(1) agree with float64 differences to ~1e-6 relative; 1e-4 holds.
     The biases' gradients are exactly 0 at the start (standardised data, zero biases: the
     residuals sum to 0), so there float32 leaves ~1e-7 of rounding: hence abs 1e-6."""
-    from tfscope.core import gradients
     from tfscope.core.config import TrainConfig
-    from tfscope.core.data import load
-    from tfscope.core.trainer import Trainer
+    from tfscope.core.data.tables import load
+    from tfscope.core.nn import gradients
+    from tfscope.core.train.trainer import Trainer
     from tfscope.profiling import summaries
 
     config = TrainConfig()
@@ -292,7 +292,7 @@ def test_gradient_norm_summary_matches_finite_differences(tmp_path):
 
 
 def test_graph_mode_reports_tf_ops_of_the_step_graph(lecture_run, tmp_path):
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
     from tfscope.profiling import capture
 
     report = capture.profile_run(lecture_run, tmp_path / "log", mode="graph", calls=3)
@@ -331,7 +331,7 @@ def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
 
 
 def test_oversized_window_is_flagged_in_one_line(lecture_run):
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
     from tfscope.profiling import capture
 
     t = load_run(lecture_run)

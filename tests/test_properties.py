@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from tfscope.cli import COMMANDS, build_parser
 from tfscope.commands.predict import parse_rows
 from tfscope.commands.train import config_from_args
-from tfscope.core import choices, data
+from tfscope.core import choices
 from tfscope.core.config import TrainConfig
+from tfscope.core.data import tables as data
 from tfscope.core.errors import ConfigError, DataError
 
 PARSER = build_parser()

@@ -1,4 +1,4 @@
-"""The lecture's learning rules (core/rules.py), each against an independent route to the same number:
+"""The lecture's learning rules (core/optim/rules.py), each against an independent route to the same number:
 numpy least squares, a gradient-descent step on half-MSE, a numpy per-row loop, Novikoff's bound,
 numpy's eigendecomposition; and the same trajectory in every mode."""
 
@@ -12,11 +12,12 @@ import tensorflow as tf
 from conftest import tfscope
 
 from tfscope.cli import main
-from tfscope.core import data, rules
 from tfscope.core.config import TrainConfig, resume_mismatch
+from tfscope.core.data import tables as data
 from tfscope.core.errors import ConfigError, DataError
-from tfscope.core.run import read_history, train
-from tfscope.core.trainer import DIVERGED, TARGET, Trainer
+from tfscope.core.optim import rules
+from tfscope.core.train.run import read_history, train
+from tfscope.core.train.trainer import DIVERGED, TARGET, Trainer
 
 MODES = ("eager", "graph", "xla", "fused")
 

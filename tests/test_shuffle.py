@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import shuffle
+from tfscope.core.train import shuffle
 
 
 def test_permutation_is_the_same_eager_graph_and_xla():

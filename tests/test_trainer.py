@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfscope.core import data
 from tfscope.core.config import TrainConfig
-from tfscope.core.run import load_run, read_history, train
-from tfscope.core.trainer import DIVERGED, STEPS, TARGET, Trainer
+from tfscope.core.data import tables as data
+from tfscope.core.train.run import load_run, read_history, train
+from tfscope.core.train.trainer import DIVERGED, STEPS, TARGET, Trainer
 
 MODES = ("eager", "graph", "xla", "fused")
 
@@ -221,7 +221,7 @@ def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
     0 s every call saves (xla mode: 100 steps a call)."""
     import re
 
-    from tfscope.core import run
+    from tfscope.core.train import run
 
     def saved(run_dir) -> list[int]:
         names = (run_dir / "checkpoints").iterdir()

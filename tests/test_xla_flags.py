@@ -55,7 +55,7 @@ def test_importing_core_sets_the_option_in_a_fresh_process():
 
 def test_the_lecture_loop_is_compiled_whole_in_this_process(lecture_run):
     """Tests import tfscope.core before any XLA compilation, so the default applies here as in the CLI."""
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
     from tfscope.profiling import hlo
 
     trainer = load_run(lecture_run)

@@ -22,7 +22,7 @@ def cmd_hlo(args: argparse.Namespace) -> int:
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         raise RunDirError(f"{existing[0]}: already exists; choose another --out or use --force to replace it")
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
 
     trainer = load_run(args.run_dir)
     report = hlo.write_ir(trainer, out, args.stage, modes)

@@ -12,7 +12,7 @@ from tfscope.cli import fail
 def parse_rows(rows: list[str], n_in: int, dtype: str = "float64") -> np.ndarray:
     """Rows typed on the command line as an (n, n_in) array; cells follow the CSV rules (plain
     decimal numbers, finite, within `dtype`'s range), else one line naming the row."""
-    from tfscope.core.data import NUMBER
+    from tfscope.core.data.tables import NUMBER
 
     out = []
     for i, row in enumerate(rows, 1):
@@ -34,8 +34,8 @@ def parse_rows(rows: list[str], n_in: int, dtype: str = "float64") -> np.ndarray
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tfscope.core import data as data_mod
-    from tfscope.core.run import load_run
+    from tfscope.core.data import tables as data_mod
+    from tfscope.core.train.run import load_run
 
     trainer = load_run(args.run_dir)
     n_in = trainer.model.mlp.sizes[0]

@@ -93,17 +93,17 @@ def config_from_args(args: argparse.Namespace):
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
     """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
     config = config_from_args(args)  # refuses a bad flag before TensorFlow loads
-    from tfscope.core import data as data_mod
-    from tfscope.core.run_dir import check_dir
+    from tfscope.core.data import tables as data_mod
+    from tfscope.core.train.run_dir import check_dir
 
     check_dir(out, resume, force)  # and a directory it must not touch
 
     dataset = data_mod.load(config.data, config.target, config.features, config.dtype)  # and a bad file
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
-        from tfscope.core.distributed import make_strategy
+        from tfscope.core.train.distributed import make_strategy
 
         make_strategy(args.strategy, args.devices)
-    from tfscope.core import run as run_mod
+    from tfscope.core.train import run as run_mod
     from tfscope.progress import ProgressBar
 
     stop = {"asked": False}

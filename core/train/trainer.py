@@ -23,10 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import gradients, optimizers, rules, shuffle
 from tfscope.core.config import TrainConfig
-from tfscope.core.data import Dataset
-from tfscope.core.network import Regressor
+from tfscope.core.data.tables import Dataset
+from tfscope.core.nn import gradients
+from tfscope.core.nn.network import Regressor
+from tfscope.core.optim import optimizers, rules
+from tfscope.core.train import shuffle
 
 DIVERGED, TARGET, STEPS, INTERRUPTED = "diverged", "target", "steps", "interrupted"
 
@@ -94,7 +96,7 @@ class Trainer:
 
     def epoch_permutation(self, step: tf.Tensor) -> tf.Tensor:
         """The row order of the epoch that holds global step `step`: a pure function of (seed, epoch)
-        that every mode computes alike (core/shuffle.py). (rows,) int32."""
+        that every mode computes alike (core/train/shuffle.py). (rows,) int32."""
         return shuffle.permutation(self.rows, self.config.seed, step // self.batches_per_epoch)
 
     def batch(self, step: tf.Tensor, perm: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -116,7 +118,7 @@ class Trainer:
     def _step(self, perm: tf.Tensor | None) -> tf.Tensor:
         """`train_step`, given the current epoch's row order when the caller carries it (the fused loop)."""
         x, z = self.batch(self.optimizer.iterations, perm)
-        if self.rule is not None:  # a local learning rule (core/rules.py): its value and proposed weights
+        if self.rule is not None:  # a local learning rule (core/optim/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
 
             def update() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tfscope.core.errors import ConfigError, RunDirError
-from tfscope.core.feeds import Feeds, InputSpec
+from tfscope.core.sources.feeds import Feeds, InputSpec
 
 SERVING = "serving_default"
 
@@ -157,7 +157,7 @@ class RunSource(Source):
         """The same network in float64: every Variable cast exactly from its float32 value."""
         import tensorflow as tf
 
-        from tfscope.core.network import Regressor
+        from tfscope.core.nn.network import Regressor
 
         m = self.model
         if m.dtype == tf.float64:
@@ -310,7 +310,7 @@ def load_saved_model(path: str | Path, signature: str = SERVING) -> SignatureSou
 
 def from_run(run_dir: str | Path) -> RunSource:
     """The newest checkpoint of a tfscope run directory as a Source."""
-    from tfscope.core.run import load_run
+    from tfscope.core.train.run import load_run
 
     trainer = load_run(run_dir)
     return RunSource(trainer.model, f"tfscope run {run_dir}")

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import losses
 from tfscope.core.choices import RULES, check_rule  # noqa: F401  (re-exported)
 from tfscope.core.errors import DataError
-from tfscope.core.network import Dense
+from tfscope.core.nn import losses
+from tfscope.core.nn.network import Dense
 
 
 class Rule:

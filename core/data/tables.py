@@ -202,7 +202,7 @@ def load_csv(path: str | Path, target: str | int | None = None,
 
 
 def _builtin_text() -> str:
-    return resources.files("tfscope.core").joinpath("builtin", "lecture.csv").read_text(encoding="utf-8")
+    return resources.files("tfscope.core.data").joinpath("builtin", "lecture.csv").read_text(encoding="utf-8")
 
 
 def builtin(dtype: str = "float32") -> Dataset:

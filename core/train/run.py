@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import data as data_mod
-from tfscope.core import losses, rules
-from tfscope.core.checkpoints import Checkpointer
 from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
-from tfscope.core.distributed import is_chief, make_strategy, make_trainer, worker_name
+from tfscope.core.data import tables as data_mod
 from tfscope.core.errors import RunDirError
-from tfscope.core.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
+from tfscope.core.nn import losses
+from tfscope.core.optim import rules
+from tfscope.core.train.checkpoints import Checkpointer
+from tfscope.core.train.distributed import is_chief, make_strategy, make_trainer, worker_name
+from tfscope.core.train.run_dir import (  # noqa: F401  (re-exported: a run's files are part of this API)
     CONFIG,
     HISTORY,
     METRICS,
@@ -38,7 +39,7 @@ from tfscope.core.run_dir import (  # noqa: F401  (re-exported: a run's files ar
     write_atomic,
     write_history,
 )
-from tfscope.core.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
+from tfscope.core.train.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
 
 CALL_SECONDS = 0.3  # fused mode sizes each call to last about this long
 
@@ -69,7 +70,7 @@ def summary(trainer: Trainer) -> dict:
                              "b": b.tolist() if b.size > 1 else float(b[0])}
     if d.x.shape[1] == 2:
         out["prediction_at_3_2"] = trainer.model.predict(np.array([[3.0, 2.0]]))[0].tolist()
-    if getattr(trainer, "rule", None) is not None:  # a local learning rule: what it adds (core/rules.py)
+    if getattr(trainer, "rule", None) is not None:  # a local learning rule: what it adds (core/optim/rules.py)
         out.update(rules.report(trainer.rule, trainer.x.numpy(), trainer.z.numpy()))
     return out
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core import activations, losses
-from tfscope.core.network import MLP
+from tfscope.core.nn import activations, losses
+from tfscope.core.nn.network import MLP
 
 
 def tape_gradients(mlp: MLP, loss: str, x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfscope.core.errors import RunDirError
-from tfscope.core.network import Regressor
-from tfscope.core.optimizers import Optimizer
+from tfscope.core.nn.network import Regressor
+from tfscope.core.optim.optimizers import Optimizer
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "checkpoint"  # TF's CheckpointState text file naming the newest checkpoint

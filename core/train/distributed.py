@@ -31,9 +31,9 @@ import tensorflow as tf
 
 from tfscope.core import choices
 from tfscope.core.config import TrainConfig
-from tfscope.core.data import Dataset
+from tfscope.core.data.tables import Dataset
 from tfscope.core.errors import ConfigError
-from tfscope.core.trainer import Trainer, apply_if_finite, build_model, build_optimizer
+from tfscope.core.train.trainer import Trainer, apply_if_finite, build_model, build_optimizer
 
 _strategies: dict[tuple[str, int], tf.distribute.Strategy] = {}
 

@@ -1,0 +1,1 @@
+"""Data sets: CSV tables and the built-in data."""

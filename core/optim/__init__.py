@@ -1,0 +1,1 @@
+"""Optimisers with their own slot Variables, and the lecture's learning rules."""

@@ -1,0 +1,1 @@
+"""The model seam (source.py) and the one input generator (feeds.py)."""

@@ -1,0 +1,2 @@
+"""The training loop: the one step and its compiled wrappings, batching, the run directory,
+checkpoints and distribution."""
