@@ -17,10 +17,30 @@ EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage block) with exit status 2."""
+    """argparse that reports a bad flag in one line (no usage block) with exit status 2, names the
+    command at fault once (`tfscope: error: predict: ...`), and reads a word that begins with one
+    '-' but is no option of the command (`-1,8`, `-0.5`, `-1e3`, a path `-runs/a`) as a value."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        fail(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'tfscope'}: {message}")
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        fail(f"{command}: {message}" if command else message)
+
+    def _parse_optional(self, arg_string: str):
+        # argparse takes any word starting with '-' for an option unless it is a plain negative
+        # number (-1, -.5): a row like -1,8 or a path like -runs was refused as an unknown flag.
+        found = super()._parse_optional(arg_string)
+        if found is not None and not arg_string.startswith("--"):
+            first = found[0] if isinstance(found, list) else found  # a list of candidates in Python 3.12.7+
+            if first[0] is None:  # no option of this parser: a value
+                return None
+        return found
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Extra words are laid at the subcommand's door: `predict: unrecognized arguments: ...`."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and " " not in self.prog and getattr(parsed, "command", None):
+            fail(f"{parsed.command}: unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> None:
