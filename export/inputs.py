@@ -43,3 +43,18 @@ def save_inputs(path: Path, sets: dict[str, np.ndarray]) -> None:
 def load_inputs(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+def save_feed_sets(path: Path, sets: dict[str, dict[str, np.ndarray]]) -> None:
+    """Named feed sets {set: {input: array}} (core.sources.feeds.generate) as one npz, keys 'set/input'."""
+    np.savez(path, **{f"{s}/{name}": a for s, feeds in sets.items() for name, a in feeds.items()})
+
+
+def load_feed_sets(path: Path, input_name: str = "x") -> dict[str, dict[str, np.ndarray]]:
+    """{set: {input: array}} from either kind of inputs.npz: 'set/input' keys (an export of any
+    model), or one array per set (a tfscope run's export, whose one input is `input_name`)."""
+    sets: dict[str, dict[str, np.ndarray]] = {}
+    for key, a in load_inputs(path).items():
+        s, sep, name = key.partition("/")
+        sets.setdefault(s, {})[name if sep else input_name] = a
+    return sets

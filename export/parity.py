@@ -116,13 +116,24 @@ def check_tolerance(name: str, value: float | None) -> None:
 
 
 def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None = None,
-           write: bool = True) -> Report:
-    """Run the export's inputs through every runtime; compare with eager; write parity.json."""
+           write: bool = True, deep: bool = True, reference: bool = True) -> Report:
+    """Run the export's inputs through every runtime; compare with eager; write parity.json.
+    An export of a Keras file or SavedModel (export.json names its source) goes through
+    export/model_parity.py: the same Report, over every named output, with the deep check
+    (`deep`) and the ONNX reference evaluator (`reference`) as options."""
     d = Path(export_dir)
     check_tolerance("atol", atol)
     check_tolerance("rtol", rtol)
     if not d.is_dir():
         raise RunDirError(f"{d}: no such export directory")
+    from tfscope.export.model_parity import read_meta, report_dict, verify_model
+
+    meta = read_meta(d)
+    if meta is not None:
+        report = verify_model(d, meta, atol, rtol, deep=deep, reference=reference)
+        if write:
+            write_json(d / PARITY, report_dict(report, meta))
+        return report
     for part in (SAVED_MODEL, ONNX_FILE, INPUTS, LIVE):
         if not (d / part).exists():
             raise RunDirError(f"{d}: not a complete export directory (no {part})")
@@ -156,6 +167,11 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
 
 
 def write_report(path: Path, report: Report) -> None:
+    write_json(path, report.to_dict())
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` atomically (a temporary file renamed into place)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

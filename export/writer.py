@@ -133,3 +133,96 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _save_keras_savedmodel(source, path: Path) -> None:
+    """The Keras model's serving function (named inputs, dict of named outputs) as a SavedModel."""
+    module = tf.Module()
+    module.variables_ = list(source.model.variables)  # tracked, so SavedModel saves them
+    module.serve = source.function()
+    tf.saved_model.save(module, str(path), signatures={SERVING: module.serve})
+
+
+def write_model_export(source, directory: Path, opset: int, sets: dict, meta: dict, source_file: Path | None
+                       ) -> None:
+    """Every file of a model export into `directory` (not atomic by itself): the source (a copy of
+    the .keras file, or of the whole SavedModel directory), saved_model/, model.onnx, inputs.npz,
+    export.json. The ONNX file is converted from the export's own SavedModel signature, so the
+    graph verify localises against is the graph that was converted."""
+    import onnx
+
+    from tfscope.core.sources.source import load_saved_model
+    from tfscope.export.convert import to_onnx
+    from tfscope.export.inputs import save_feed_sets
+    from tfscope.export.model_parity import KERAS_FILE, SOURCE_DIR
+
+    if meta["source"]["kind"] == "keras":
+        (directory / SOURCE_DIR).mkdir()
+        shutil.copyfile(source_file, directory / SOURCE_DIR / KERAS_FILE)
+        _save_keras_savedmodel(source, directory / SAVED_MODEL)
+        signature = SERVING
+    else:
+        shutil.copytree(source_file, directory / SAVED_MODEL, symlinks=False)
+        signature = meta["source"]["signature"]
+    graph = load_saved_model(directory / SAVED_MODEL, signature)
+    proto = to_onnx(graph, opset)
+    onnx.save(proto, str(directory / ONNX_FILE))
+    save_feed_sets(directory / INPUTS, sets)
+    files = [SAVED_MODEL, ONNX_FILE, INPUTS, PARITY] + ([SOURCE_DIR] if meta["source"]["kind"] == "keras" else [])
+    meta = {"format": "tfscope-export", "version": 2, "opset": opset, "files": files, **meta,
+            "tensorflow": tf.__version__}
+    (directory / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_model: str | Path | None = None,
+                 signature: str = SERVING, opset: int = DEFAULT_OPSET, force: bool = False,
+                 shapes: dict | None = None, ranges: dict | None = None, batch_sizes=None,
+                 npz: str | Path | None = None, atol: float | None = None, rtol: float | None = None,
+                 deep: bool = True, reference: bool = True) -> Report:
+    """Export a .keras file or one signature of a SavedModel to `out_dir` (SavedModel + ONNX +
+    inputs + parity.json), verify it and return the report; as atomic as `export_run`. A bad
+    input, an unconvertible op or a rejected ONNX model raises before anything is at `out_dir`."""
+    from tfscope.core.sources import feeds
+    from tfscope.core.sources.source import load_keras, load_saved_model
+    from tfscope.export.model_parity import read_meta, report_dict
+    from tfscope.export.parity import verify, write_json
+
+    check_opset(opset)
+    out = Path(out_dir)
+    check_target(out, force)
+    if (keras is None) == (saved_model is None):
+        raise RunDirError("export: give exactly one of --keras MODEL.keras and --saved-model DIR")
+    if keras is not None:
+        source = load_keras(keras)
+        origin = {"kind": "keras", "path": str(Path(keras).resolve())}
+        source_file = Path(keras)
+    else:
+        source = load_saved_model(saved_model, signature)
+        origin = {"kind": "saved_model", "path": str(Path(saved_model).resolve()), "signature": signature}
+        source_file = Path(saved_model)
+    sizes = feeds.parse_batch_sizes(batch_sizes) if not isinstance(batch_sizes, tuple) else batch_sizes
+    sets = feeds.generate(source.inputs, shapes, ranges, sizes, npz=npz)
+    meta = {"source": origin, "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)}
+                                         for s in source.inputs], "outputs": list(source.outputs)}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
+    remove_stale(out)
+    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    try:
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
+        write_model_export(source, tmp, opset, sets, meta, source_file)
+        report = verify(tmp, atol, rtol, write=False, deep=deep, reference=reference)
+        report.export_dir = str(out)
+        write_json(tmp / PARITY, report_dict(report, read_meta(tmp)))
+        check_target(out, force)
+        commit(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report

@@ -175,16 +175,21 @@ class KerasSource(Source):
     kind = "keras"
 
     def __init__(self, model, description: str = "Keras model") -> None:
-        inputs = [InputSpec(_keras_name(t, i), _dtype_name(t.dtype), tuple(t.shape))
-                  for i, t in enumerate(model.inputs)]
+        struct = getattr(model, "_inputs_struct", None)
+        if isinstance(struct, dict):
+            named = list(struct.items())
+        else:
+            named = [(_keras_name(t, i), t) for i, t in enumerate(model.inputs)]
+        inputs = [InputSpec(name, _dtype_name(t.dtype), tuple(t.shape)) for name, t in named]
         self.model = model
-        self._single = len(inputs) == 1 and not isinstance(getattr(model, "_inputs_struct", None), dict)
-        names = list(getattr(model, "output_names", None) or [])
+        self._single = len(inputs) == 1 and not isinstance(struct, dict)
         probe = model.outputs
         if isinstance(getattr(model, "_outputs_struct", None), dict):
             names = list(model._outputs_struct)
-        elif not names or len(names) != len(probe):
-            names = [f"output_{i}" for i in range(len(probe))]
+        else:
+            names = [_keras_name(t, i, "output") for i, t in enumerate(probe)]
+            if len(set(names)) != len(names):
+                names = [f"output_{i}" for i in range(len(probe))]
         super().__init__(description, inputs, names)
 
     def _forward(self, *args):
@@ -215,8 +220,12 @@ class KerasSource(Source):
         return src
 
 
-def _keras_name(tensor, index: int) -> str:
-    name = getattr(tensor, "name", None) or f"input_{index}"
+def _keras_name(tensor, index: int, kind: str = "input") -> str:
+    """A stable name for a model's input or output: the name of the layer that makes the tensor
+    (an InputLayer's name is saved in the .keras file; the tensor's own 'keras_tensor_N' is a
+    per-process counter), else the tensor's name, else `{kind}_{index}`."""
+    layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    name = getattr(layer, "name", None) or getattr(tensor, "name", None) or f"{kind}_{index}"
     return name.split(":")[0]
 
 
