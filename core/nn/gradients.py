@@ -1,20 +1,24 @@
-"""Three independent routes to the gradient of a loss w.r.t. an MLP's weights:
+"""Three independent routes to the gradient of a loss w.r.t. a network's weights (an MLP or a
+Sequential of conv, pool, flatten and dense layers):
 
 1. `tape_gradients`: TensorFlow's reverse-mode autodiff (`tf.GradientTape`).
 2. `chain_rule_gradients`: backpropagation written out layer by layer, no tape (the lecture's
    derivation): dL/dW_l = a_{l-1}^T delta_l, dL/db_l = sum over rows of delta_l,
-   delta_{l-1} = (delta_l W_l^T) * act'(pre_{l-1}).
+   delta_{l-1} = (delta_l W_l^T) * act'(pre_{l-1}); each layer's `backward` (core/nn/layers.py)
+   does its own part (convolutions: the transposed convolutions; pools: argmax mask, spread).
 3. `finite_difference_gradients`: central differences in float64, one weight at a time.
 
-All return gradients in the order of `MLP.weights` (w0, b0, w1, b1, ...).
+All return gradients in the order of the network's `weights` (w0, b0, w1, b1, ...).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core.nn import activations, losses
+from tfscope.core.nn import losses
 from tfscope.core.nn.network import MLP
 
 
@@ -26,30 +30,28 @@ def tape_gradients(mlp: MLP, loss: str, x: tf.Tensor, z: tf.Tensor) -> tuple[tf.
 
 
 def chain_rule_gradients(mlp: MLP, loss: str, x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-    inputs, pres, outs = [], [], []
+    caches = []
     a = x
     for layer in mlp.layers:
-        inputs.append(a)  # (batch, in)
-        pre = layer.pre_activation(a)  # (batch, out)
-        a = activations.forward(layer.activation)(pre)
-        pres.append(pre)
-        outs.append(a)
+        a, cache = layer.forward(a)
+        caches.append(cache)
     value = losses.get(loss)(a, z)
     delta = losses.gradient(loss)(a, z)  # dL/d output, (batch, n_out)
     grads: list[tf.Tensor] = []
-    for layer, a_in, pre, out in reversed(list(zip(mlp.layers, inputs, pres, outs))):
-        d_pre = delta * activations.derivative(layer.activation)(pre, out)  # (batch, out)
-        grads = [tf.matmul(a_in, d_pre, transpose_a=True), tf.reduce_sum(d_pre, axis=0)] + grads
-        delta = tf.matmul(d_pre, layer.w, transpose_b=True)  # (batch, in)
+    for layer, cache in reversed(list(zip(mlp.layers, caches))):
+        delta, layer_grads = layer.backward(cache, delta)  # delta: dL/d this layer's input
+        grads = list(layer_grads) + grads
     return value, grads
 
 
 def loss_at(mlp: MLP, loss: str, weights: list[np.ndarray], x: np.ndarray, z: np.ndarray) -> float:
     """The loss of `mlp`'s architecture with the given weights, evaluated in float64."""
     a = tf.constant(x, tf.float64)
-    for i, layer in enumerate(mlp.layers):
-        pre = tf.matmul(a, tf.constant(weights[2 * i])) + tf.constant(weights[2 * i + 1])
-        a = activations.forward(layer.activation)(pre)
+    i = 0
+    for layer in mlp.layers:
+        n = len(layer.params)
+        a = layer.apply([tf.constant(w) for w in weights[i:i + n]], a)
+        i += n
     return float(losses.get(loss)(a, tf.constant(z, tf.float64)))
 
 
@@ -60,9 +62,17 @@ def finite_difference_gradients(mlp: MLP, loss: str, x: np.ndarray, z: np.ndarra
     Truncation error is O(h^2) and rounding error O(eps * L / h): with h ~ 1e-5 both sit near
     1e-10 relative, well inside the 1e-6 the parity tests ask for.
     """
-    weights = [v.numpy().astype(np.float64) for v in mlp.weights]
     x = np.asarray(x, np.float64)
     z = np.asarray(z, np.float64)
+    weights = [v.numpy().astype(np.float64) for v in mlp.weights]
+    return central_differences(lambda ws: loss_at(mlp, loss, ws, x, z), weights, step)
+
+
+def central_differences(loss_of: Callable[[list[np.ndarray]], float], weights: list[np.ndarray],
+                        step: float = 1e-5) -> list[np.ndarray]:
+    """d loss_of / d weights by central differences, one element at a time, h = step * max(1, |w|);
+    `weights` (float64 arrays) are perturbed in place and restored. Any loss, not only an MLP's:
+    the testing API's assert_gradients_match uses it for users' own functions."""
     grads = []
     for w in weights:
         g = np.zeros_like(w)
@@ -70,9 +80,9 @@ def finite_difference_gradients(mlp: MLP, loss: str, x: np.ndarray, z: np.ndarra
             orig = w[idx]
             h = step * max(1.0, abs(orig))
             w[idx] = orig + h
-            up = loss_at(mlp, loss, weights, x, z)
+            up = loss_of(weights)
             w[idx] = orig - h
-            down = loss_at(mlp, loss, weights, x, z)
+            down = loss_of(weights)
             w[idx] = orig
             g[idx] = (up - down) / (2 * h)
         grads.append(g)

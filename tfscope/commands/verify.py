@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import argparse
 
-from tfscope.commands.export import add_tolerance_flags
+from tfscope.commands.export import add_depth_flags, add_tolerance_flags, print_report
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    import time
+
+    from tfscope import junit
+
+    if args.junit:
+        junit.check_target(args.junit)  # before TensorFlow loads
     from tfscope.export.parity import verify
 
-    report = verify(args.export_dir, atol=args.atol, rtol=args.rtol)
-    print(report.table(detail=args.detail))
+    start = time.perf_counter()
+    report = verify(args.export_dir, atol=args.atol, rtol=args.rtol, deep=not args.outputs_only,
+                    reference=not args.no_reference)
+    print_report(report, args.detail)
+    if args.junit:
+        junit.write(args.junit, report, time.perf_counter() - start)
     if args.bench:
         from tfscope.export.latency import export_latency, latency_table
 
@@ -25,6 +35,9 @@ def register(sub) -> None:
     p = sub.add_parser("verify", help="prove an export equals the trained network, runtime by runtime")
     p.add_argument("export_dir", metavar="EXPORT_DIR")
     add_tolerance_flags(p)
+    add_depth_flags(p)
     p.add_argument("--bench", action="store_true",
                    help="also time SavedModel vs onnxruntime per call at batch 1 and 1024")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one test case per runtime and "
+                   "input set) for CI")
     p.set_defaults(func=cmd_verify)

@@ -1,0 +1,485 @@
+"""Parity checks for a user's own test suite: the checks `tfscope verify` makes, as assertions.
+
+  assert_equivalent(reference, candidate, inputs)   two forms of one model give the same outputs
+  assert_gradients_match(fn, variables)              tape gradient vs float64 central differences
+  assert_optimizer_matches_keras(optimizer, keras_optimizer)   one trajectory on one gradient sequence
+
+A side of assert_equivalent is a Keras model, a `.keras` file, a SavedModel directory, a SavedModel
+signature (or any callable: called with the inputs as keyword arguments, returning an array, a list
+or a dict of arrays), an `.onnx` file, an onnxruntime InferenceSession, or a tfscope Source. Outputs
+are matched by position. The comparison is export/compare.py's, the engine of `tfscope verify`;
+a failure raises AssertionError with the verify table and the first diverging element.
+
+Importing this module imports neither TensorFlow nor tfscope.core (which sets an XLA option), so the
+pytest plugin costs nothing in a session that does not use it. Every check is recorded in `CHECKS`
+(the plugin's --tfscope-report and summary line read it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare, errors
+
+RULES = ("auto", "polygraphy")  # auto: the rounding-bound verdict where both sides allow it, else Polygraphy's
+CHECKS: list[dict] = []  # every check of this process, as JSON-ready records (the pytest plugin adds "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# The two sides of a comparison
+
+
+@dataclass
+class Side:
+    """One model as the comparison sees it: a label, its input specs (when known), a call."""
+
+    label: str
+    kind: str  # keras | saved_model | function | onnx | source
+    run: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]  # feeds -> outputs in order
+    specs: list | None = None  # [InputSpec] when the model states them
+    output_names: list[str] = field(default_factory=list)
+
+
+def _is_onnx_session(model: Any) -> bool:
+    return type(model).__module__.startswith("onnxruntime") and hasattr(model, "get_inputs")
+
+
+def _onnx_side(session, label: str) -> Side:
+    from tfscope.core.sources.feeds import InputSpec
+
+    types = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+             "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(int8)": "int8",
+             "tensor(uint8)": "uint8"}
+    specs = [InputSpec(i.name, types.get(i.type, i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
+             for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(feeds):
+        missing = [s.name for s in specs if s.name not in feeds]
+        if missing:
+            raise AssertionError(f"{label}: no value for input {missing[0]!r} (inputs: {', '.join(feeds)})")
+        cast = {s.name: np.asarray(feeds[s.name]).astype(s.dtype, copy=False) for s in specs}
+        return [np.asarray(v) for v in session.run(None, cast)]
+
+    return Side(label, "onnx", run, specs, outputs)
+
+
+def _source_side(source, label: str | None = None) -> Side:
+    def run(feeds):
+        out = source.call(feeds)
+        return [out[k] for k in source.outputs]
+
+    return Side(label or source.description, source.kind, run, list(source.inputs), list(source.outputs))
+
+
+def _callable_side(fn: Callable, label: str) -> Side:
+    def run(feeds):
+        result = fn(**feeds)
+        if isinstance(result, Mapping):
+            values = list(result.values())
+        elif isinstance(result, (list, tuple)):
+            values = list(result)
+        else:
+            values = [result]
+        return [np.asarray(v) for v in values]
+
+    return Side(label, "function", run)
+
+
+def side(model: Any, label: str | None = None) -> Side:
+    """Anything assert_equivalent accepts, as a Side (see the module docstring)."""
+    from tfscope.core.sources.source import Source, as_source
+
+    if isinstance(model, Side):
+        return model
+    if isinstance(model, (str, Path)):
+        p = Path(model)
+        if p.suffix == ".onnx":
+            if not p.is_file():
+                raise AssertionError(f"{p}: no such ONNX file")
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            return _onnx_side(ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]),
+                              label or f"ONNX {p.name}")
+        return _source_side(as_source(p), label)
+    if _is_onnx_session(model):
+        return _onnx_side(model, label or "onnxruntime session")
+    if isinstance(model, Source) or (hasattr(model, "inputs") and hasattr(model, "get_weights")):
+        return _source_side(as_source(model), label or (f"Keras model {model.name!r}" if hasattr(model, "name")
+                                                         and not isinstance(model, Source) else None))
+    if callable(model):
+        name = getattr(model, "__name__", None) or type(model).__name__
+        return _callable_side(model, label or f"function {name}")
+    raise AssertionError(f"cannot compare a {type(model).__name__}: give a Keras model, a .keras/.onnx path, a "
+                         "SavedModel directory or signature, an onnxruntime session or a callable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def generate_inputs(model: Any, shapes: Mapping[str, Sequence[int]] | None = None,
+                    ranges: Mapping[str, tuple[float, float]] | None = None,
+                    batch_sizes: Sequence[int] | None = None, seed: int | None = None) -> dict[str, dict]:
+    """Seeded feed sets from a model's input signature, by core/sources/feeds.generate (the input
+    generator of export, verify and profile): {set name: {input name: array}}."""
+    from tfscope.core.sources import feeds as feeds_mod
+
+    specs = model if isinstance(model, (list, tuple)) else side(model).specs
+    if specs is None:
+        raise AssertionError("this model states no input signature: give the inputs as {name: array}")
+    kwargs = {} if seed is None else {"seed": seed}
+    return feeds_mod.generate(specs, {k: tuple(v) for k, v in (shapes or {}).items()}, ranges,
+                              feeds_mod.BATCH_SIZES if batch_sizes is None else tuple(batch_sizes), **kwargs)
+
+
+def _feed_sets(inputs: Any, ref: Side, cand: Side) -> dict[str, dict]:
+    """`inputs` as named feed sets: one feed dict, a dict of them, or None (generated from a signature)."""
+    if inputs is None:
+        specs = ref.specs or cand.specs
+        if specs is None:
+            raise AssertionError("neither side states an input signature: give the inputs as {name: array}")
+        return generate_inputs(list(specs))
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise AssertionError("inputs: give {input name: array}, {set name: {input name: array}} or None")
+    if all(isinstance(v, Mapping) for v in inputs.values()):
+        return {str(k): {n: np.asarray(a) for n, a in v.items()} for k, v in inputs.items()}
+    return {"inputs": {n: np.asarray(a) for n, a in inputs.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The first diverging element
+
+
+@dataclass
+class Divergence:
+    input: str
+    output: str
+    row: int
+    index: tuple[int, ...]  # within the row
+    reference: float
+    candidate: float
+
+    def line(self) -> str:
+        where = f"row {self.row}" + (f", index {list(self.index)}" if self.index else "")
+        return (f"first diverging element: input set {self.input!r}, output {self.output!r}, {where}: "
+                f"reference {self.reference!r}, candidate {self.candidate!r}")
+
+
+def first_divergence(c: Comparison, ref: np.ndarray, got: np.ndarray) -> Divergence | None:
+    """The first failing element of a failed comparison, found by the same engine: the failing row's
+    elements compared one per row, so that comparison's first failing row is the element's index."""
+    if c.passed or not c.shape_ok or c.first_failed_row is None or ref.ndim == 0:
+        return None
+    row = c.first_failed_row
+    r, g = ref[row].reshape(-1, 1), got[row].reshape(-1, 1)
+    within = compare(r, g, c.atol, c.rtol).first_failed_row
+    if within is None:  # only the dtype differed
+        return None
+    index = tuple(int(i) for i in np.unravel_index(within, ref.shape[1:])) if ref.ndim > 1 else ()
+    return Divergence(c.input, c.output, row, index, float(r[within, 0]), float(g[within, 0]))
+
+
+def tolerance_use(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> float:
+    """How much of Polygraphy's tolerance the worst element uses: max over elements of
+    min(abs error / atol, rel error / rtol); an element fails where this exceeds 1; NaN -> inf."""
+    if np.shape(ref) != np.shape(got):
+        return math.inf
+    abs_err, rel_err, nan = errors(np.asarray(ref), np.asarray(got))
+    if nan.any():
+        return math.inf
+    if abs_err.size == 0:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a = np.where(abs_err == 0, 0.0, abs_err / atol) if atol > 0 else np.where(abs_err == 0, 0.0, np.inf)
+        r = np.where(rel_err == 0, 0.0, rel_err / rtol) if rtol > 0 else np.where(rel_err == 0, 0.0, np.inf)
+    return float(np.max(np.minimum(a, r)))
+
+
+# ---------------------------------------------------------------------------------------------
+# assert_equivalent
+
+
+@dataclass
+class ParityResult:
+    """What one assert_equivalent call found; also recorded in CHECKS."""
+
+    reference: str
+    candidate: str
+    rule: str
+    atol: float
+    rtol: float
+    comparisons: list[Comparison]
+    summaries: list[Comparison]
+    tolerance_use: float
+    divergence: Divergence | None = None
+    diverging_op: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    def table(self) -> str:
+        """The verify table (export/parity.py's Report) over these comparisons, headed by both sides."""
+        from tfscope.export.parity import Report
+
+        inputs: dict[str, list[int]] = {}
+        for c in self.comparisons:
+            inputs.setdefault(c.input, c.ref_shape)
+        report = Report("", self.comparisons[0].ref_dtype if self.comparisons else "", self.atol, self.rtol,
+                        inputs, self.comparisons, self.summaries)
+        lines = report.table(detail=True).splitlines()
+        lines[0] = (f"{self.candidate} vs {self.reference} ({self.rule} rule, atol {self.atol:g}, "
+                    f"rtol {self.rtol:g}; {len(inputs)} input set(s))")
+        lines = [line.replace("runtime vs eager", "candidate vs ref") for line in lines
+                 if not line.startswith(("PASS:", "FAIL:"))]
+        return "\n".join(lines)
+
+    def message(self) -> str:
+        lines = [f"{self.candidate} differs from {self.reference}", self.table()]
+        failing = next((c for c in self.comparisons if not c.passed), None)
+        if failing is not None:
+            why = []
+            if not failing.shape_ok:
+                why.append(f"shape {failing.got_shape} != {failing.ref_shape}")
+            if not failing.dtype_ok:
+                why.append(f"dtype {failing.got_dtype} != {failing.ref_dtype}")
+            if failing.shape_ok and failing.failed_elements:
+                why.append(f"{failing.failed_elements} of {failing.elements} element(s) beyond atol {failing.atol:g}"
+                           f" and rtol {failing.rtol:g}; passing would need atol {failing.min_atol:.3g} or rtol "
+                           f"{failing.min_rtol:.3g}")
+            lines.append(f"first failing: input set {failing.input!r}, output {failing.output!r}: " + "; ".join(why))
+        if self.divergence is not None:
+            lines.append(self.divergence.line())
+        if self.diverging_op is not None:
+            lines.append(f"first diverging op: {self.diverging_op}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "candidate": self.candidate, "rule": self.rule,
+                "atol": self.atol, "rtol": self.rtol, "passed": self.passed,
+                "tolerance_use": _json(self.tolerance_use), "bound_use": None,
+                "first_divergence": None if self.divergence is None else {
+                    "input": self.divergence.input, "output": self.divergence.output, "row": self.divergence.row,
+                    "index": list(self.divergence.index), "reference": _json(self.divergence.reference),
+                    "candidate": _json(self.divergence.candidate)},
+                "first_diverging_op": self.diverging_op,
+                "summaries": [c.to_dict() for c in self.summaries],
+                "comparisons": [c.to_dict() for c in self.comparisons]}
+
+
+def _json(v: float):
+    return v if math.isfinite(v) else str(v)
+
+
+def assert_equivalent(reference: Any, candidate: Any, inputs: Any = None, *, atol: float | None = None,
+                      rtol: float | None = None, rule: str = "auto", reference_label: str | None = None,
+                      candidate_label: str | None = None) -> ParityResult:
+    """Assert that `candidate` gives `reference`'s outputs on every feed set of `inputs`.
+
+    inputs: {input name: array}, {set name: {input name: array}}, or None for seeded sets generated
+    from a signature (core/sources/feeds.generate; `generate_inputs` takes shapes and ranges).
+    atol/rtol: Polygraphy's rule (an element fails only where both are exceeded; NaN always fails);
+    default 1e-5 for float32 references, 1e-12 for float64 (export/compare.py's defaults).
+    Returns the ParityResult; raises AssertionError with the table and first diverging element.
+    """
+    if rule not in RULES:
+        raise AssertionError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
+    ref, cand = side(reference, reference_label), side(candidate, candidate_label)
+    sets = _feed_sets(inputs, ref, cand)
+    comparisons: list[Comparison] = []
+    pairs: list[tuple[Comparison, np.ndarray, np.ndarray]] = []
+    atol_used = rtol_used = None
+    for set_name, feeds in sets.items():
+        r_out, c_out = ref.run(feeds), cand.run(feeds)
+        if len(r_out) != len(c_out):
+            raise AssertionError(f"{cand.label} returns {len(c_out)} output(s), {ref.label} returns {len(r_out)}: "
+                                 "outputs are matched by position")
+        for i, (r, g) in enumerate(zip(r_out, c_out)):
+            default = DEFAULT_TOLERANCE.get(str(r.dtype), DEFAULT_TOLERANCE["float32"])
+            atol_used = default if atol is None else float(atol)
+            rtol_used = default if rtol is None else float(rtol)
+            name = ref.output_names[i] if i < len(ref.output_names) else f"output_{i}"
+            c = compare(r, g, atol_used, rtol_used, cand.label, set_name, name)
+            comparisons.append(c)
+            pairs.append((c, r, g))
+    summaries = []
+    for out in dict.fromkeys(c.output for c in comparisons):
+        mine = [(c, r, g) for c, r, g in pairs if c.output == out]
+        summaries.append(combine([m[0] for m in mine], [m[1] for m in mine], [m[2] for m in mine]))
+    use = max((tolerance_use(r, g, c.atol, c.rtol) for c, r, g in pairs), default=0.0)
+    result = ParityResult(ref.label, cand.label, "polygraphy", float(atol_used or 0.0), float(rtol_used or 0.0),
+                          comparisons, summaries, use)
+    failing = next(((c, r, g) for c, r, g in pairs if not c.passed), None)
+    if failing is not None:
+        result.divergence = first_divergence(*failing)
+    CHECKS.append({"kind": "equivalent", **result.to_dict()})
+    if not result.passed:
+        raise AssertionError(result.message())
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients
+
+
+GRADIENT_TOLERANCE = {"float32": 1e-4, "float64": 1e-6}
+
+
+def assert_gradients_match(fn: Callable, variables: Sequence, *, rtol: float | None = None,
+                           step: float = 1e-5) -> float:
+    """Assert that the tape gradient of the scalar `fn(*variables)` equals central differences of
+    `fn` evaluated in float64 (core/nn/gradients.central_differences, h = step * max(1, |w|)).
+
+    `fn` takes the values positionally and must compute in their dtype (it is called with float64
+    tensors for the differences). Error: max|tape - fd| / max|fd| over every element. Default
+    tolerance: 1e-6 for a float64 tape (central differences at h = 1e-5 carry ~1e-10 truncation
+    and rounding error, the README's gradient row); 1e-4 for float32 (the tape's own rounding,
+    a few float32 ulps times the depth of the function, against 2^-24 = 6e-8 per operation).
+    Returns the error; raises AssertionError naming the worst element.
+    """
+    import tensorflow as tf
+
+    from tfscope.core.nn.gradients import central_differences
+
+    variables = list(variables)
+    if not variables:
+        raise AssertionError("variables: give at least one tf.Variable")
+    dtype = variables[0].dtype.name
+    tol = GRADIENT_TOLERANCE.get(dtype, GRADIENT_TOLERANCE["float32"]) if rtol is None else float(rtol)
+    with tf.GradientTape() as tape:
+        loss = fn(*variables)
+    tape_grads = tape.gradient(loss, variables)
+    missing = [v.name for v, g in zip(variables, tape_grads) if g is None]
+    if missing:
+        raise AssertionError(f"the tape has no gradient for {missing[0]}: fn does not use it")
+    tape_np = [np.asarray(g, np.float64) for g in tape_grads]
+    weights = [np.asarray(v.numpy(), np.float64) for v in variables]
+
+    def loss_of(ws):
+        return float(fn(*[tf.constant(w, tf.float64) for w in ws]))
+
+    fd = central_differences(loss_of, weights, step)
+    a = np.concatenate([g.ravel() for g in tape_np])
+    b = np.concatenate([g.ravel() for g in fd])
+    scale = max(float(np.max(np.abs(b))), 1e-30)
+    err = float(np.max(np.abs(a - b))) / scale
+    CHECKS.append({"kind": "gradients", "dtype": dtype, "step": step, "rtol": tol,
+                   "error": err, "tolerance_use": err / tol if tol else math.inf, "passed": err <= tol})
+    if not err <= tol:
+        flat = int(np.argmax(np.abs(a - b)))
+        sizes = np.cumsum([g.size for g in fd])
+        k = int(np.searchsorted(sizes, flat, side="right"))
+        offset = flat - (int(sizes[k - 1]) if k else 0)
+        index = list(np.unravel_index(offset, fd[k].shape)) if fd[k].ndim else []
+        raise AssertionError(
+            f"tape gradient differs from float64 central differences (h = {step:g}): max|tape - fd| / max|fd| = "
+            f"{err:.3g} > {tol:g}; worst at {variables[k].name} index {[int(i) for i in index]}: "
+            f"tape {float(a[flat])!r}, differences {float(b[flat])!r}")
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisers
+
+
+OPTIMIZER_TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
+
+
+def assert_optimizer_matches_keras(optimizer: Any, keras_optimizer: Any, *, shapes: Sequence[tuple] = ((3, 4), (4,)),
+                                   steps: int = 100, dtype: str = "float32", seed: int = 0,
+                                   rtol: float | None = None) -> float:
+    """Assert that `optimizer` follows `keras_optimizer` (a keras.optimizers instance with the same
+    hyperparameters) on one seeded gradient sequence, as tests/test_optimizers.py proves tfscope's own.
+
+    `optimizer` is a Keras-style optimiser (`apply_gradients(zip(grads, vars))`), a tfscope one
+    (`apply_gradients(grads, vars)`), or a callable `update(grads, variables)`. Gradients are N(0, 1)
+    times a scale drawn from {1e-3, 1, 30} per step, so epsilon-like terms and large steps both
+    matter. Error: max|ours - keras| / max|keras| over every variable after `steps` steps. Default
+    tolerance 1e-6 in float32 (a few ulps of rounding accumulate over 100 steps), 1e-12 in float64;
+    use learning rates exact in float32 for float64 runs (Keras keeps its rate in float32).
+    """
+    import keras
+    import tensorflow as tf
+
+    tol = OPTIMIZER_TOLERANCE.get(dtype, OPTIMIZER_TOLERANCE["float32"]) if rtol is None else float(rtol)
+    rng = np.random.default_rng(seed)
+    init = [rng.normal(size=s) for s in shapes]
+    mine = [tf.Variable(w, dtype=dtype, name=f"v{i}") for i, w in enumerate(init)]
+    theirs = [keras.Variable(w, dtype=dtype) for w in init]
+    if hasattr(optimizer, "build"):
+        optimizer.build(mine)
+    keras_optimizer.build(theirs)
+    apply = _update_function(optimizer, mine)
+    # Keras' step compiled, as its fit() runs it: the same arithmetic, less dispatch time
+    keras_apply = tf.function(lambda g: keras_optimizer.apply_gradients(zip(g, theirs)), autograph=False)
+    for _ in range(steps):
+        g = [rng.normal(size=s) * rng.choice([1e-3, 1.0, 30.0]) for s in shapes]
+        apply([tf.constant(x, dtype) for x in g])
+        keras_apply([tf.constant(x, dtype) for x in g])
+    a = np.concatenate([np.ravel(v.numpy()) for v in mine]).astype(np.float64)
+    b = np.concatenate([np.ravel(np.asarray(v.numpy())) for v in theirs]).astype(np.float64)
+    err = float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
+    CHECKS.append({"kind": "optimizer", "dtype": dtype, "steps": steps, "rtol": tol,
+                   "error": err, "tolerance_use": err / tol if tol else math.inf, "passed": err <= tol})
+    if not err <= tol:
+        worst = int(np.argmax(np.abs(a - b)))
+        raise AssertionError(f"optimizer differs from {type(keras_optimizer).__name__} after {steps} steps: "
+                             f"max|ours - keras| / max|keras| = {err:.3g} > {tol:g}; worst element {worst}: "
+                             f"ours {float(a[worst])!r}, keras {float(b[worst])!r}")
+    return err
+
+
+def _update_function(optimizer: Any, variables: list) -> Callable[[list], None]:
+    """One call per step, whichever convention `optimizer` follows."""
+    if not hasattr(optimizer, "apply_gradients"):
+        return lambda grads: optimizer(grads, variables)
+    import inspect
+
+    params = [p for p in inspect.signature(optimizer.apply_gradients).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    if len(params) >= 2:  # tfscope's (grads, variables)
+        return lambda grads: optimizer.apply_gradients(grads, variables)
+    return lambda grads: optimizer.apply_gradients(zip(grads, variables))
+
+
+# ---------------------------------------------------------------------------------------------
+# Export (the pytest plugin's tfscope_export)
+
+
+def export_model(model: Any, directory: str | Path, opset: int = 17) -> tuple[Path, Path]:
+    """(SavedModel directory, ONNX file) of a model written into `directory`: a tfscope run
+    directory through export/writer.export_run; a Keras model, .keras file, SavedModel or Source
+    as its serving function (SavedModel signature serving_default, inputs and outputs named as
+    the model's) and through export/convert.to_onnx (tf2onnx, checked by onnx.checker and onnxruntime)."""
+    directory = Path(directory)
+    if isinstance(model, (str, Path)) and (Path(model) / "config.json").is_file():
+        from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
+        from tfscope.export.writer import export_run
+
+        out = directory / "export"
+        export_run(model, out, opset=opset)
+        return out / SAVED_MODEL, out / ONNX_FILE
+    import onnx
+    import tensorflow as tf
+
+    from tfscope.core.sources.source import as_source
+    from tfscope.export.convert import to_onnx
+
+    source = as_source(model)
+    holder = tf.Module()
+    holder.model = getattr(source, "model", None) or getattr(source, "loaded", None)  # tracks the Variables
+    holder.serve = source.function()
+    saved_model = directory / "saved_model"
+    tf.saved_model.save(holder, str(saved_model), signatures={"serving_default": holder.serve.get_concrete_function()})
+    onnx_path = directory / "model.onnx"
+    onnx.save(to_onnx(source, opset), str(onnx_path))
+    return saved_model, onnx_path
