@@ -44,13 +44,14 @@ class Side:
     run: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]  # feeds -> outputs in order
     specs: list | None = None  # [InputSpec] when the model states them
     output_names: list[str] = field(default_factory=list)
+    graph: Any = None  # the TF Source or the onnx.ModelProto, where the side is a graph (for localisation)
 
 
 def _is_onnx_session(model: Any) -> bool:
     return type(model).__module__.startswith("onnxruntime") and hasattr(model, "get_inputs")
 
 
-def _onnx_side(session, label: str) -> Side:
+def _onnx_side(session, label: str, proto: Any = None) -> Side:
     from tfscope.core.sources.feeds import InputSpec
 
     types = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -67,7 +68,7 @@ def _onnx_side(session, label: str) -> Side:
         cast = {s.name: np.asarray(feeds[s.name]).astype(s.dtype, copy=False) for s in specs}
         return [np.asarray(v) for v in session.run(None, cast)]
 
-    return Side(label, "onnx", run, specs, outputs)
+    return Side(label, "onnx", run, specs, outputs, proto)
 
 
 def _source_side(source, label: str | None = None) -> Side:
@@ -75,7 +76,7 @@ def _source_side(source, label: str | None = None) -> Side:
         out = source.call(feeds)
         return [out[k] for k in source.outputs]
 
-    return Side(label or source.description, source.kind, run, list(source.inputs), list(source.outputs))
+    return Side(label or source.description, source.kind, run, list(source.inputs), list(source.outputs), source)
 
 
 def _callable_side(fn: Callable, label: str) -> Side:
@@ -103,15 +104,22 @@ def side(model: Any, label: str | None = None) -> Side:
         if p.suffix == ".onnx":
             if not p.is_file():
                 raise AssertionError(f"{p}: no such ONNX file")
+            import onnx
             import onnxruntime as ort
 
             so = ort.SessionOptions()
             so.log_severity_level = 3
             return _onnx_side(ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]),
-                              label or f"ONNX {p.name}")
+                              label or f"ONNX {p.name}", onnx.load(str(p)))
         return _source_side(as_source(p), label)
     if _is_onnx_session(model):
-        return _onnx_side(model, label or "onnxruntime session")
+        path = getattr(model, "_model_path", None)  # set when the session was built from a file
+        proto = None
+        if path:
+            import onnx
+
+            proto = onnx.load(path)
+        return _onnx_side(model, label or "onnxruntime session", proto)
     if isinstance(model, Source) or (hasattr(model, "inputs") and hasattr(model, "get_weights")):
         return _source_side(as_source(model), label or (f"Keras model {model.name!r}" if hasattr(model, "name")
                                                          and not isinstance(model, Source) else None))
@@ -202,6 +210,24 @@ def tolerance_use(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) ->
         a = np.where(abs_err == 0, 0.0, abs_err / atol) if atol > 0 else np.where(abs_err == 0, 0.0, np.inf)
         r = np.where(rel_err == 0, 0.0, rel_err / rtol) if rtol > 0 else np.where(rel_err == 0, 0.0, np.inf)
     return float(np.max(np.minimum(a, r)))
+
+
+def diverging_op(ref: Side, cand: Side, feeds: Mapping[str, np.ndarray], set_name: str, dtype) -> str | None:
+    """Where one side is a TF graph and the other an ONNX graph: the first operation whose tensor
+    differs, by export/model_parity.deep_check (the tensor map of export/tensor_map.py, judged by
+    export/localize.py's scale-aware rule, onnxruntime with optimisation off). None otherwise."""
+    from tfscope.core.sources.source import Source
+
+    tf_side = next((s for s in (ref, cand) if isinstance(s.graph, Source)), None)
+    onnx_side = next((s for s in (ref, cand) if s.kind == "onnx" and s.graph is not None), None)
+    if tf_side is None or onnx_side is None:
+        return None
+    from tfscope.export.model_parity import deep_check
+    from tfscope.export.model_runtimes import ort_runtime
+
+    runtime = ort_runtime(onnx_side.graph, onnx_side.output_names, optimise=False)
+    loc = deep_check(tf_side.graph, onnx_side.graph, runtime, dict(feeds), set_name, np.dtype(dtype).name)
+    return loc.describe()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +347,7 @@ def assert_equivalent(reference: Any, candidate: Any, inputs: Any = None, *, ato
     failing = next(((c, r, g) for c, r, g in pairs if not c.passed), None)
     if failing is not None:
         result.divergence = first_divergence(*failing)
+        result.diverging_op = diverging_op(ref, cand, sets[failing[0].input], failing[0].input, failing[1].dtype)
     CHECKS.append({"kind": "equivalent", **result.to_dict()})
     if not result.passed:
         raise AssertionError(result.message())
