@@ -16,7 +16,6 @@ The default keeps a capture under DEFAULT_EVENT_BUDGET events (SIZE_LIMIT_BYTES 
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfscope.core.config import MODES
-from tfscope.core.errors import ConfigError, RunDirError
-from tfscope.core.train.run import is_run, load_run
+from tfscope.core.errors import ConfigError
+from tfscope.core.train.run import load_run
 from tfscope.core.train.trainer import Trainer
 from tfscope.profiling import hlo, hot_path, summaries
 from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's sizes are part of this API)
@@ -40,6 +39,7 @@ from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's
     SIZE_LIMIT_BYTES,
     WARM_UP_CALLS,
 )
+from tfscope.profiling.logdirs import check_logdir, prepare_logdir  # noqa: F401  (part of this API)
 
 
 @dataclass
@@ -101,30 +101,6 @@ def window_warning(window: Window) -> str | None:
     return (f"tfscope: warning: profile window of {window.calls} calls x {window.steps_per_call:,} steps records "
             f"about {window.estimated_events:,} events (~{window.estimated_bytes / 1e6:.0f} MB), above the default "
             f"cap of {DEFAULT_EVENT_BUDGET:,} (~{DEFAULT_EVENT_BUDGET * BYTES_PER_EVENT / 1e6:.0f} MB)")
-
-
-def check_logdir(logdir: Path, run_dir: Path, force: bool) -> None:
-    """Refuse to mix captures: LOGDIR must be new or empty; --force replaces an earlier profile only."""
-    if logdir.resolve() == run_dir.resolve():
-        raise RunDirError(f"{logdir}: --logdir must not be the run directory")
-    if logdir.exists() and not logdir.is_dir():
-        raise RunDirError(f"{logdir}: exists and is not a directory")
-    if logdir.exists() and any(logdir.iterdir()):
-        if not force:
-            raise RunDirError(f"{logdir}: already exists; choose a new --logdir or use --force to replace it")
-        ours = (logdir / hot_path.JSON_NAME).is_file() or (logdir / "plugins" / "profile").is_dir()
-        if not ours or is_run(logdir):
-            raise RunDirError(f"{logdir}: exists and is not a profile log directory; --force only replaces those")
-
-
-def prepare_logdir(logdir: Path, run_dir: Path, force: bool) -> None:
-    check_logdir(logdir, run_dir, force)
-    if logdir.exists() and any(logdir.iterdir()):
-        shutil.rmtree(logdir)
-    try:
-        logdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirError(f"{logdir}: cannot create ({e.strerror})") from None
 
 
 def _call(fn: Callable, args: tuple, mode: str) -> np.ndarray:

@@ -46,6 +46,8 @@ class Instruction:
     condition: str = ""  # while: condition computation
     true_computation: str = ""  # conditional: the branch taken when the predicate holds
     false_computation: str = ""  # conditional: the other branch
+    operands: list[str] = field(default_factory=list)  # operand instruction names, in order
+    attributes: str = ""  # the text after the operand list (dimension numbers, window, groups...)
 
 
 @dataclass
@@ -56,7 +58,14 @@ class HloModule:
 
     @property
     def instructions(self) -> dict[str, Instruction]:
+        """Every instruction by name (XLA keeps names unique across a module)."""
         return {i.name: i for insts in self.computations.values() for i in insts}
+
+    def operand_shapes(self, inst: Instruction, table: dict[str, Instruction] | None = None) -> list[str]:
+        """The shapes of an instruction's operands ('' for one not found); pass `instructions`
+        as `table` when asking for many."""
+        table = self.instructions if table is None else table
+        return [table[n].shape if n in table else "" for n in inst.operands]
 
     def fused(self) -> set[str]:
         """Computations inlined into another instruction's code: fusion bodies, reducers (not the
@@ -137,8 +146,31 @@ def parse(text: str) -> HloModule:
             fusion_kind=attrs.get("kind", ""), calls=attrs.get("calls", ""), to_apply=attrs.get("to_apply", ""),
             body=attrs.get("body", ""), condition=attrs.get("condition", ""),
             true_computation=attrs.get("true_computation", ""), false_computation=attrs.get("false_computation", ""),
-            whole=im.group(4) == "call" and SMALL_CALL in line))
+            whole=im.group(4) == "call" and SMALL_CALL in line, **_operands_and_attributes(bare, im.end())))
     return module
+
+
+def _operands_and_attributes(line: str, start: int) -> dict:
+    """Operand names (`%x` or, where XLA prints shapes, `f32[4,8]{1,0} %x` -> x) and the attribute
+    text of one instruction line, `start` being just past the opcode's opening parenthesis."""
+    depth, parts, cur, i = 0, [], "", start
+    while i < len(line):
+        ch = line[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth == 0 and ch == ")":
+                break
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    parts.append(cur)
+    names = [p.strip().rsplit("%", 1)[1].strip() for p in parts if "%" in p]
+    return {"operands": names, "attributes": line[i + 1:].strip().lstrip(",").strip()}
 
 
 def _shape(text: str) -> str:

@@ -112,7 +112,8 @@ def build(logdir: str | Path, hlo_text: str | None = None, mode: str = "fused", 
         row.share = row.total_us / step_total_us if step_total_us else 0.0
     ordered = sorted(rows.values(), key=lambda r: -r.total_us)
     listed_us = sum(r.total_us for r in ordered)
-    executable_us = sum(e.duration_ps for e in inside if EXECUTABLE.search(e.name)) / 1e6
+    executables = [e for e in inside if EXECUTABLE.search(e.name)]
+    executable_us = sum(e.duration_ps for e in executables) / 1e6
 
     return {
         "xplane": str(path),
@@ -133,8 +134,27 @@ def build(logdir: str | Path, hlo_text: str | None = None, mode: str = "fused", 
         "listed_us": listed_us,
         "explained_share_of_step": listed_us / step_total_us if step_total_us else 0.0,
         "explained_share_of_executable": listed_us / executable_us if executable_us else None,
+        "covered_share_of_executable": _covered(evs, executables) / executable_us / 1e6 if executable_us else None,
         "ops": [asdict(r) for r in ordered],
     }
+
+
+def _covered(evs: list[xplane.Event], executables: list[xplane.Event]) -> int:
+    """Picoseconds of the executables' time during which at least one op event runs, on any thread.
+
+    XLA:CPU's thunk executor runs independent instructions concurrently on the intra-op pool, so
+    summed self times can exceed the wall time they cover; this union cannot. What it leaves out
+    is time no instruction ran: dispatch, and threads the OS did not schedule."""
+    covered = 0
+    for x in executables:
+        spans = sorted((max(e.start_ps, x.start_ps), min(e.end_ps, x.end_ps)) for e in evs
+                       if e.end_ps > x.start_ps and e.start_ps < x.end_ps)
+        end = x.start_ps
+        for a, b in spans:
+            if b > end:
+                covered += b - max(a, end)
+                end = b
+    return covered
 
 
 def to_csv(report: dict) -> str:
@@ -185,10 +205,13 @@ def format_top(report: dict, top: int = 10) -> str:
     for r in report["ops"][:top]:
         lines.append(f"  {100 * r['share']:5.1f}%  {r['total_us']:10.1f}  {r['calls']:7d}  {r['name']:<36} "
                      f"{r['opcode']:<16} {r['fusion_kind']:<8} {_short(r['shape'])}")
-    ex = report["explained_share_of_executable"]
+    ex, cov = report["explained_share_of_executable"], report.get("covered_share_of_executable")
     lines.append(f"listed ops explain {100 * report['explained_share_of_step']:.1f}% of step time"
                  + (f" ({100 * ex:.1f}% of the compiled executable's)" if ex else "")
                  + "; the rest is dispatch and profiler overhead")
+    if cov is not None and ex and ex > 0:
+        lines.append(f"they run during {100 * cov:.1f}% of the executable's wall time (their union over threads; "
+                     "the rest no instruction ran: dispatch, or threads waiting for a core)")
     if report.get("loops_compiled_whole"):
         loops = ", ".join(report["loops_compiled_whole"])
         lines.append(f"the fused loop ({loops}) ran as one compiled function, as it does in training: its "

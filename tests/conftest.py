@@ -31,3 +31,26 @@ def tfscope(*args: str, timeout: float = 600, env: dict | None = None, cwd: Path
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "tfscope", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def measured_roofs():
+    """The machine's roofs (profiling/roofs.py), measured once per session with 3 runs each."""
+    from tfscope.profiling import roofs
+
+    return roofs.measure(runs=3)
+
+
+# The suite's own persistent compilation cache (core/compile_cache.py), never the user's: every
+# `tfscope train` a test runs inherits it; removed when the session ends.
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_TEST_COMPILE_CACHE = tempfile.mkdtemp(prefix="tfscope-test-compile-cache-")
+os.environ["TFSCOPE_COMPILE_CACHE"] = _TEST_COMPILE_CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_compile_cache():
+    yield
+    shutil.rmtree(_TEST_COMPILE_CACHE, ignore_errors=True)

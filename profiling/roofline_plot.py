@@ -1,0 +1,73 @@
+"""roofline.png: log-log arithmetic intensity against achieved GFLOP/s, the two measured roofs,
+one point per instruction sized by its share of the step time, the top ones labelled.
+
+Instructions that do no arithmetic (copies, transposes: 0 FLOPs) have no place on a log scale;
+the legend says how many there are and what share of the time they hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COLORS = {"compute": "#c0392b", "memory": "#2471a3", "overhead": "#7f8c8d"}
+LABELLED = 8
+
+
+def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    roofs = report["roofs"]
+    peak, bw, ridge = roofs["peak_gflops"], roofs["bandwidth_gbs"], roofs["ridge_flop_per_byte"]
+    drawn = [p for p in report["points"] if p["flops"] > 0 and p["bytes"] > 0 and p["gflops"] > 0]
+    hidden = [p for p in report["points"] if p not in drawn]
+    xs = [p["intensity"] for p in drawn] or [ridge]
+    ys = [p["gflops"] for p in drawn] or [peak]
+    lo_x, hi_x = min(min(xs), ridge) / 4, max(max(xs), ridge) * 4
+    lo_y, hi_y = min(min(ys), bw * lo_x) / 3, max(max(ys), peak) * 3
+
+    fig, ax = plt.subplots(figsize=(10, 6.4), dpi=110)
+    grid = np.geomspace(lo_x, hi_x, 200)
+    ax.plot(grid, np.minimum(peak, bw * grid), color="#222", lw=2.2, zorder=2)
+    ax.fill_between(grid, np.minimum(peak, bw * grid), lo_y, color="#f4f6f7", zorder=0)
+    ax.axvline(ridge, color="#999", lw=0.8, ls=":", zorder=1)
+    ax.text(lo_x * 1.15, bw * lo_x * 1.25, f"memory roof {bw:.2f} GB/s", rotation=0, fontsize=9, color="#222",
+            va="bottom")
+    ax.text(hi_x / 1.15, peak * 1.12, f"compute roof {peak:.1f} GFLOP/s", fontsize=9, ha="right", color="#222")
+    ax.text(ridge * 1.08, lo_y * 1.3, f"ridge {ridge:.1f} FLOP/B", fontsize=8, color="#666")
+
+    for bound, color in COLORS.items():
+        mine = [p for p in drawn if p["bound"] == bound]
+        if not mine:
+            continue
+        share = sum(p["share"] for p in mine)
+        ax.scatter([p["intensity"] for p in mine], [p["gflops"] for p in mine],
+                   s=[20 + 2500 * p["share"] for p in mine], color=color, alpha=0.55, edgecolors="white",
+                   linewidths=0.8, zorder=3, label=f"{bound}: {len(mine)} instructions, {100 * share:.1f}% of step")
+    if hidden:
+        share = sum(p["share"] for p in hidden)
+        ax.scatter([], [], s=20, color="white", edgecolors="#999",
+                   label=f"not drawn (0 FLOP: copy, transpose...): {len(hidden)}, {100 * share:.1f}% of step")
+    for p in sorted(drawn, key=lambda p: -p["share"])[:LABELLED]:
+        ax.annotate(f"{p['name']}\n{100 * p['share']:.1f}%, {p['gflops']:.1f} GFLOP/s",
+                    (p["intensity"], p["gflops"]), xytext=(8, 6), textcoords="offset points", fontsize=7.5,
+                    color="#333", zorder=4,
+                    arrowprops={"arrowstyle": "-", "color": "#aaa", "lw": 0.6})
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_ylim(lo_y, hi_y)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
+    ax.set_ylabel("achieved GFLOP/s (under the profiler)")
+    ax.set_title(title or f"{report['hlo_module'].split('__')[0]}: {report['flops_per_call'] / 1e6:.1f} MFLOP per "
+                 f"call, point area = share of step time", fontsize=10)
+    ax.grid(True, which="major", color="#ddd", lw=0.6)
+    ax.legend(loc="lower right", fontsize=8, frameon=True, markerscale=0.5)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,138 @@
+"""The machine's two roofs, measured in the process that profiles, just before the capture.
+
+  peak       GFLOP/s of an XLA-compiled (n, n) @ (n, n) float32 matmul, large enough to be compute
+             bound (intensity 2n^3 / 12n^2 = n/6 FLOP per byte: 171 at the default n = 1024, far
+             above any ridge point of a CPU)
+  bandwidth  GB/s of XLA-compiled elementwise passes x = x * a + b over a float32 buffer well beyond
+             the last-level cache (default 8x the L3, at least 64 MiB per pass): bytes = read x + write x.
+             PASSES passes run in one while loop, in place: a lone call writes a freshly allocated
+             output, and first-touch page faults then halve the figure (1.5 vs 3.8 GB/s measured here);
+             a copy of x into the loop's buffer, if XLA makes one, is not counted (a lower bound
+             within 1 / PASSES)
+
+Each is the median of several timed runs after one warm-up (which compiles); the spread is kept.
+XLA:CPU runs both on the same intra-op thread pool as the profiled model; `threads` is its size.
+Roofs move with the machine's load: compare a model only with roofs from its own process.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+MATMUL_N = 1024
+MIN_STREAM_BYTES = 64 * 2**20
+LLC_FACTOR = 8
+RUNS = 5
+PASSES = 4
+
+
+@dataclass
+class Roofs:
+    peak_gflops: float  # median GFLOP/s of the matmul
+    peak_spread: tuple[float, float]  # (min, max) over the runs
+    matmul_n: int
+    bandwidth_gbs: float  # median GB/s of the elementwise pass
+    bandwidth_spread: tuple[float, float]
+    stream_bytes: int  # bytes moved per pass (read + write)
+    llc_bytes: int  # the last-level cache the buffer is sized from (0 if unknown)
+    runs: int
+    threads: int  # XLA:CPU's intra-op threads (the pool both roofs and the model run on)
+
+    @property
+    def ridge(self) -> float:
+        """FLOP per byte where the roofs meet: above it an instruction can be compute bound."""
+        return self.peak_gflops / self.bandwidth_gbs
+
+    def attainable(self, intensity: float) -> float:
+        """GFLOP/s the roofline allows at `intensity` FLOP per byte."""
+        return min(self.peak_gflops, self.bandwidth_gbs * intensity)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ridge_flop_per_byte": self.ridge}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Roofs:
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["peak_spread"], fields["bandwidth_spread"] = tuple(d["peak_spread"]), tuple(d["bandwidth_spread"])
+        return cls(**fields)
+
+
+def llc_bytes() -> int:
+    """Size of the largest CPU cache sysfs reports (the last level), or 0 when unknown."""
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip().upper()
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        try:
+            sizes.append(int(text.rstrip("KMG")) * scale)
+        except ValueError:
+            continue
+    return max(sizes, default=0)
+
+
+def threads() -> int:
+    """XLA:CPU's intra-op pool: TensorFlow's setting, or one thread per usable core when it is 0."""
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return tf.config.threading.get_intra_op_parallelism_threads() or cores
+
+
+def _median_rate(call, amount: float, runs: int) -> tuple[float, tuple[float, float]]:
+    call()  # compiles and touches the buffers
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        rates.append(amount / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates), (min(rates), max(rates))
+
+
+def measure_peak(n: int = MATMUL_N, runs: int = RUNS, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Median GFLOP/s (and min, max) of an XLA (n, n) @ (n, n) float32 product: 2 n^3 FLOPs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    a = tf.constant(rng.standard_normal((n, n)), tf.float32)  # (n, n)
+    b = tf.constant(rng.standard_normal((n, n)), tf.float32)  # (n, n)
+    product = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
+
+    def call() -> None:
+        float(product(a, b)[0, 0])  # waits for the product without copying n^2 values out
+
+    return _median_rate(call, 2.0 * n**3, runs)
+
+
+def measure_bandwidth(nbytes: int | None = None, runs: int = RUNS) -> tuple[float, tuple[float, float], int]:
+    """Median GB/s (and min, max) of PASSES in-place passes x = x * a + b, each moving `nbytes`
+    (default: 8x the last-level cache, at least 64 MiB); returns the bytes per pass too."""
+    import tensorflow as tf
+
+    per_pass = nbytes or max(MIN_STREAM_BYTES, 2 * LLC_FACTOR * llc_bytes())
+    n = per_pass // 8  # float32 elements: 4 bytes read + 4 written each
+    x = tf.random.stateless_uniform((n,), seed=(1, 2))  # (n,)
+    scale = tf.constant(1.0001)
+    shift = tf.constant(0.5)
+
+    @tf.function(jit_compile=True)
+    def stream(x, a, b):
+        return tf.while_loop(lambda i, x: i < PASSES, lambda i, x: (i + 1, x * a + b), (tf.constant(0), x))[1]
+
+    def call() -> None:
+        float(stream(x, scale, shift)[0])
+
+    rate, spread = _median_rate(call, 8.0 * n * PASSES, runs)
+    return rate, spread, 8 * n
+
+
+def measure(matmul_n: int = MATMUL_N, stream_bytes: int | None = None, runs: int = RUNS) -> Roofs:
+    """Both roofs, measured now in this process."""
+    peak, peak_spread = measure_peak(matmul_n, runs)
+    bw, bw_spread, moved = measure_bandwidth(stream_bytes, runs)
+    return Roofs(peak, peak_spread, matmul_n, bw, bw_spread, moved, llc_bytes(), runs, threads())
