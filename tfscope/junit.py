@@ -31,39 +31,76 @@ def _number(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def _why_fixed(c) -> str:
+    why = []
+    if not c.shape_ok:
+        why.append(f"shape {c.got_shape} != {c.ref_shape}")
+    if not c.dtype_ok:
+        why.append(f"dtype {c.got_dtype} != {c.ref_dtype}")
+    if c.nan_got or c.nan_ref:
+        why.append(f"{c.nan_got + c.nan_ref} NaN")
+    if c.shape_ok and c.failed_elements:
+        why.append(f"{c.failed_elements} element(s) beyond atol {c.atol:g} and rtol {c.rtol:g} "
+                   f"(first at row {c.first_failed_row})")
+    return f"{c.runtime} differs from eager on input {c.input!r}: " + "; ".join(why or ["failed"])
+
+
+def _why_bound(j) -> str:
+    what = "its output" if not j.output else f"{j.output!r}"
+    where = "" if j.worst_index is None else f" (worst element {j.worst_index})"
+    return (f"{j.runtime} exceeds what float32 rounding explains on input {j.input!r}: {what} is {j.max_error:.3g} "
+            f"from the float64 oracle{where}, {j.bound_use:.3g} x its rounding bound")
+
+
+def cases(report) -> list[tuple[str, str, bool, str | None, dict]]:
+    """(runtime, input set, passed, failure message, numbers) per case, judged by the rule that
+    decides the report: the rounding bound (output and every stage of that runtime and input set)
+    where the report has a bound verdict, else Polygraphy's fixed rule against eager."""
+    out = []
+    assessment = getattr(report, "assessment", None)
+    if assessment is not None and getattr(report, "rule", "fixed") == "bound":
+        fixed = {(c.runtime, c.input): c for c in report.comparisons}
+        for j in assessment.outputs:
+            stages = assessment.stages.get(f"{j.runtime}/{j.input}", [])
+            bad = next((s for s in [j, *stages] if not s.passed), None)
+            numbers = {"rule": j.rule, "bound_use": j.bound_use, "max_error_vs_float64": j.max_error,
+                       "allowed_at_worst": j.allowed_at_worst,
+                       "stage_bound_use": max((s.bound_use for s in stages), default=0.0)}
+            c = fixed.get((j.runtime, j.input))
+            if c is not None:
+                numbers.update({f"vs_eager_{k}": getattr(c, k) for k in NUMBERS})
+            out.append((j.runtime, j.input, bad is None, None if bad is None else _why_bound(bad), numbers))
+        return out
+    for c in report.comparisons:
+        out.append((c.runtime, c.input, c.passed, None if c.passed else _why_fixed(c),
+                    {k: getattr(c, k) for k in NUMBERS}))
+    return out
+
+
 def to_xml(report, seconds: float = 0.0) -> ET.ElementTree:
     """The JUnit tree of a Report: testsuite 'tfscope verify EXPORT_DIR', testcases
     classname 'tfscope.verify.<runtime>', name '<input set>'."""
-    comparisons = report.comparisons
-    failures = sum(1 for c in comparisons if not c.passed)
-    suites = ET.Element("testsuites", name="tfscope verify", tests=str(len(comparisons)), failures=str(failures),
+    rows = cases(report)
+    failures = sum(1 for r in rows if not r[2])
+    suites = ET.Element("testsuites", name="tfscope verify", tests=str(len(rows)), failures=str(failures),
                         errors="0", time=f"{seconds:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=f"tfscope verify {report.export_dir}", tests=str(len(comparisons)),
+    suite = ET.SubElement(suites, "testsuite", name=f"tfscope verify {report.export_dir}", tests=str(len(rows)),
                           failures=str(failures), errors="0", skipped="0", time=f"{seconds:.3f}")
     props = ET.SubElement(suite, "properties")
     for key in ("export_dir", "dtype", "atol", "rtol"):
         ET.SubElement(props, "property", name=key, value=_number(getattr(report, key)))
-    for c in comparisons:
-        case = ET.SubElement(suite, "testcase", classname=f"tfscope.verify.{c.runtime}", name=c.input, time="0")
+    ET.SubElement(props, "property", name="rule", value=str(getattr(report, "rule", "fixed")))
+    for runtime, input_set, passed, why, numbers in rows:
+        case = ET.SubElement(suite, "testcase", classname=f"tfscope.verify.{runtime}", name=input_set, time="0")
         cprops = ET.SubElement(case, "properties")
-        for key in NUMBERS:
-            ET.SubElement(cprops, "property", name=key, value=_number(getattr(c, key)))
-        numbers = ", ".join(f"{k} {_number(getattr(c, k))}" for k in NUMBERS)
-        if not c.passed:
-            why = []
-            if not c.shape_ok:
-                why.append(f"shape {c.got_shape} != {c.ref_shape}")
-            if not c.dtype_ok:
-                why.append(f"dtype {c.got_dtype} != {c.ref_dtype}")
-            if c.shape_ok and c.failed_elements:
-                why.append(f"{c.failed_elements} element(s) beyond atol {c.atol:g} and rtol {c.rtol:g} "
-                           f"(first at row {c.first_failed_row})")
-            failure = ET.SubElement(case, "failure", type="ParityFailure",
-                                    message=f"{c.runtime} differs on input {c.input!r}: " + "; ".join(why))
-            failure.text = numbers
-        ET.SubElement(case, "system-out").text = numbers
+        for key, value in numbers.items():
+            ET.SubElement(cprops, "property", name=key, value=_number(value))
+        text = ", ".join(f"{k} {_number(v)}" for k, v in numbers.items())
+        if not passed:
+            ET.SubElement(case, "failure", type="ParityFailure", message=why).text = text
+        ET.SubElement(case, "system-out").text = text
     line = report.failure_line()
-    ET.SubElement(suite, "system-out").text = (f"FAIL: {line}" if line else "PASS: every runtime matches")
+    ET.SubElement(suite, "system-out").text = f"FAIL: {line}" if line else "PASS: every runtime matches"
     ET.indent(suites)
     return ET.ElementTree(suites)
 
