@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfscope.core.config import TrainConfig
 from tfscope.core.data import tables as data
+from tfscope.core.train import shuffle
 from tfscope.core.train.run import load_run, read_history, train
 from tfscope.core.train.trainer import DIVERGED, STEPS, TARGET, Trainer
 
@@ -234,3 +235,54 @@ def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
     train(config, tmp_path / "b")
     assert saved(tmp_path / "b") == list(range(100, 1001, 100))
     assert np.array_equal(weights(load_run(tmp_path / "a")), weights(load_run(tmp_path / "b")))
+
+
+def _id_rows() -> data.Dataset:
+    ids = np.arange(19, dtype=np.float32)[:, None]  # (19, 1): row i holds x = i, z = 2i
+    return data.Dataset(ids, ids * 2, ("i",), ("z",), "ids")
+
+
+@pytest.mark.parametrize("mode", ["xla", "graph", "eager"])
+def test_steps_read_the_held_permutation_and_sort_only_in_a_new_epoch(mode):
+    """A step inside an epoch takes its rows from the held permutation (a planted order is obeyed:
+    so it did not sort again); the first step of the next epoch sorts and holds that epoch's order."""
+    trainer = Trainer(TrainConfig(batch_size=4, seed=3, standardize=False, target_loss=0.0, mode=mode), _id_rows())
+    trainer.run_chunk(1)
+    true = shuffle.permutation(19, 3, tf.constant(0, tf.int64)).numpy()
+    np.testing.assert_array_equal(trainer._perm.numpy(), true)
+    assert int(trainer._perm_epoch.numpy()) == 0
+    planted = true[::-1].copy()
+    trainer._perm.assign(planted)
+
+    def loss_on(order: np.ndarray) -> float:  # the loss at the current weights on slice 1 of `order`
+        rows = order[4:8]
+        pred = trainer.model.mlp(tf.constant(rows[:, None].astype(np.float32))).numpy()  # (4, 1)
+        return float(np.mean((pred - 2 * rows[:, None]) ** 2))
+
+    want, other = loss_on(planted), loss_on(true)
+    got = float(trainer.run_chunk(1).losses[0])
+    # float32 sums of 4 terms in another order: within 3 * 2^-24 relative; the two orders differ by far more
+    assert abs(got - want) <= 1e-6 * want < abs(other - want)
+    trainer.run_chunk(2)  # steps 2, 3: the rest of epoch 0
+    assert int(trainer._perm_epoch.numpy()) == 0
+    trainer.run_chunk(1)  # step 4 opens epoch 1
+    np.testing.assert_array_equal(trainer._perm.numpy(), shuffle.permutation(19, 3, tf.constant(1, tf.int64)).numpy())
+    assert int(trainer._perm_epoch.numpy()) == 1
+
+
+@pytest.mark.parametrize("mode", ["xla", "graph", "fused"])
+def test_restoring_a_mid_epoch_state_into_a_trainer_holding_another_epoch(mode):
+    """Trainer b has run into epoch 2 (its held order is epoch 2's); a's state at step 6 (epoch 1,
+    mid-epoch) is loaded into b's Variables, as a checkpoint restore does: b's next 9 steps equal a's,
+    bit for bit, so the held order is never mistaken for the restored epoch's."""
+    config = TrainConfig(batch_size=4, target_loss=0.0, optimizer="sgd", learning_rate=0.02, mode=mode)
+    a, b = Trainer(config, data.builtin()), Trainer(config, data.builtin())
+    a.run_chunk(6)
+    for _ in range(9):  # one step per call, so even the fused loop stores each epoch it enters
+        b.run_chunk(1)
+    assert int(b._perm_epoch.numpy()) == 2
+    for mine, theirs in zip([*b.model.weights, *b.optimizer.variables], [*a.model.weights, *a.optimizer.variables]):
+        mine.assign(theirs)
+    assert b.step == a.step == 6
+    np.testing.assert_array_equal(b.run_chunk(9).losses, a.run_chunk(9).losses)
+    assert np.array_equal(weights(a), weights(b))

@@ -88,6 +88,9 @@ class Trainer:
         self._grad = gradients.ROUTES[config.grad]
         self.rule = rules.make(config.rule, self.model.mlp.layers, config.loss, zs.numpy())  # None = backprop
         self._compiled: dict[str, Callable] = {}
+        # held_permutation's cache: the row order of epoch `_perm_epoch` (-1: none held yet)
+        self._perm = tf.Variable(tf.zeros([self.rows], tf.int32), trainable=False, name="epoch_perm")  # (rows,)
+        self._perm_epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="perm_epoch")
         self.steps_per_call = int(config.steps_per_call)
 
     @property
@@ -112,8 +115,24 @@ class Trainer:
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
     def train_step(self) -> tf.Tensor:
-        """One step: loss at the current weights, then the update unless that loss is non-finite."""
-        return self._step(None)
+        """One step: loss at the current weights, then the update unless that loss is non-finite.
+        Takes no arguments (tfscope hlo and profile compile it as is)."""
+        return self._step(self.held_permutation() if self.batch_size < self.rows else None)
+
+    def held_permutation(self) -> tf.Tensor:
+        """The current epoch's row order, kept in a Variable between steps: sorted again only when the
+        step counter enters an epoch other than the one held (a new epoch, a resume, a first call).
+        Outside the checkpoint on purpose: a cache of a pure function of (seed, step). (rows,) int32."""
+        it = self.optimizer.iterations
+        epoch = it // self.batches_per_epoch
+
+        def fresh() -> tf.Tensor:
+            perm = self.epoch_permutation(it)
+            self._perm.assign(perm)
+            self._perm_epoch.assign(epoch)
+            return perm
+
+        return tf.cond(tf.equal(self._perm_epoch, epoch), self._perm.read_value, fresh)
 
     def _step(self, perm: tf.Tensor | None) -> tf.Tensor:
         """`train_step`, given the current epoch's row order when the caller carries it (the fused loop)."""
@@ -135,8 +154,9 @@ class Trainer:
         """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K).
 
         The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
-        at most the target. With mini-batches it carries the epoch's permutation and recomputes it only
-        when an epoch begins (a sort of all rows: per step it cost more than the step itself). XLA:CPU
+        at most the target. With mini-batches it starts from the held permutation (`held_permutation`),
+        carries it and recomputes it only when an epoch begins (a sort of all rows: per step it cost
+        more than the step itself). XLA:CPU
         compiles the loop into one function when it is small (core/xla_flags.py)."""
         k = self.steps_per_call
         n = tf.minimum(n, k)
@@ -151,7 +171,7 @@ class Trainer:
             return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target), perm
 
         nan = tf.constant(float("nan"), self.target.dtype)
-        perm = self.epoch_permutation(it) if shuffled else tf.zeros([0], tf.int32)  # (rows,) or unused
+        perm = self.held_permutation() if shuffled else tf.zeros([0], tf.int32)  # (rows,) or unused
         state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False), perm)
         i, hist, _, _ = tf.while_loop(lambda i, hist, done, perm: tf.logical_and(i < n, tf.logical_not(done)), step,
                                       state, maximum_iterations=k)  # hist: (K,)
