@@ -54,6 +54,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help=f"steps between checkpoints; 0 = every {CHECKPOINT_SECONDS:g} s of training (default: 0); "
                         "the end of a run is always saved")
+    g.add_argument("--no-compile-cache", action="store_true",
+                   help="compile every XLA program afresh instead of loading it from the persistent cache "
+                        "($TFSCOPE_COMPILE_CACHE, else $XDG_CACHE_HOME/tfscope or ~/.cache/tfscope; "
+                        "TFSCOPE_COMPILE_CACHE=off turns it off too)")
     g = p.add_argument_group("distribution (tf.distribute)")
     g.add_argument("--strategy", default=d.strategy, choices=("none", "mirrored", "multiworker"),
                    help="none (default), mirrored (this machine's GPUs, else logical CPUs), "
@@ -93,6 +97,12 @@ def config_from_args(args: argparse.Namespace):
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
     """Train with a progress bar; Ctrl-C stops at the next call boundary and saves a checkpoint."""
     config = config_from_args(args)  # refuses a bad flag before TensorFlow loads
+    from tfscope.core import compile_cache
+
+    compile_cache.configure(enabled=not args.no_compile_cache)  # before the first XLA compilation
+    from tfscope.core import tf_import
+
+    tf_import.tensorflow()  # without the Keras it would load for nothing
     from tfscope.core.data import tables as data_mod
     from tfscope.core.train.run_dir import check_dir
 
