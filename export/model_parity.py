@@ -115,7 +115,9 @@ def verify_model(d: Path, meta: dict, atol: float | None, rtol: float | None, de
     source = export_source(d, meta)
     outputs = list(source.outputs)
     runtimes = source_runtimes(source)
-    runtimes["savedmodel"] = loading(d / SAVED_MODEL, "SavedModel", lambda: savedmodel_runtime(str(d / SAVED_MODEL)))
+    signature = meta["source"].get("signature", "serving_default")
+    runtimes["savedmodel"] = loading(d / SAVED_MODEL, "SavedModel",
+                                     lambda: savedmodel_runtime(str(d / SAVED_MODEL), signature))
     proto = loading(d / ONNX_FILE, "ONNX model", lambda: onnx.load(str(d / ONNX_FILE)))
     runtimes["ort_noopt"] = loading(d / ONNX_FILE, "ONNX model", lambda: ort_runtime(proto, outputs, False))
     runtimes["ort_all"] = ort_runtime(proto, outputs, True)

@@ -193,8 +193,15 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
     if (keras is None) == (saved_model is None):
         raise RunDirError("export: give exactly one of --keras MODEL.keras and --saved-model DIR")
     if keras is not None:
+        from tfscope.core.sources.source import KerasSource
+        from tfscope.export.rewrites import unroll_recurrent
+
         source = load_keras(keras)
         origin = {"kind": "keras", "path": str(Path(keras).resolve())}
+        model, unrolled = unroll_recurrent(source.model)
+        if unrolled:
+            source = KerasSource(model, source.description)
+            origin["rewrites"] = [f"unroll=True for {name}" for name in unrolled]
         source_file = Path(keras)
     else:
         source = load_saved_model(saved_model, signature)

@@ -1,0 +1,130 @@
+"""Bring your own model: every corpus model (tests/corpus.py) exports and passes verify at the
+defaults (batch sizes cut to 1 and 3 for time), the ONNX file has the model's own names, a planted
+1% change of one mid-network initializer is caught and localised to the op that consumes it, and
+an unconvertible graph is refused before anything is written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from corpus import KERAS, module_saved_model
+from onnx import numpy_helper
+
+BATCHES = (1, 3)
+
+
+@pytest.fixture(scope="session")
+def corpus_exports(tmp_path_factory) -> dict:
+    """name -> (export dir, report, source path): each corpus model converted once."""
+    from tfscope.export.writer import export_model
+
+    d = tmp_path_factory.mktemp("corpus")
+    out = {}
+    for name, build in KERAS.items():
+        path, kw = build(d)
+        out[name] = (d / f"ex_{name}", export_model(d / f"ex_{name}", keras=path, batch_sizes=BATCHES, **kw), path)
+    path, _ = module_saved_model(d)
+    for sig in ("serving_default", "scaled"):
+        ex = d / f"ex_module_{sig}"
+        out[f"module_{sig}"] = (ex, export_model(ex, saved_model=path, signature=sig, batch_sizes=BATCHES), path)
+    return out
+
+
+def test_every_corpus_model_exports_and_passes_verify(corpus_exports):
+    from tfscope.core.sources.source import load_saved_model
+
+    for name, (ex, report, _) in corpus_exports.items():
+        assert report.passed, f"{name}: {report.failure_line()}"
+        assert report.deep is not None and report.deep.matched > 0, name
+        runtimes = {c.runtime.split(" [")[0] for c in report.summaries}
+        assert {"graph", "xla", "savedmodel", "ort_noopt", "ort_all", "onnx_reference"} <= runtimes, name
+        proto = onnx.load(str(ex / "model.onnx"))
+        src = load_saved_model(ex / "saved_model", "scaled" if name.endswith("scaled") else "serving_default")
+        assert sorted(i.name for i in proto.graph.input) == sorted(src.input_names), name
+        assert sorted(o.name for o in proto.graph.output) == sorted(src.outputs), name
+        assert (ex / "parity.json").is_file() and (ex / "inputs.npz").is_file()
+
+
+def test_names_come_from_the_model(corpus_exports):
+    """Inputs keep their Input layers' names, dict outputs their keys, a Sequential its last layer."""
+    from tfscope.core.sources.source import load_saved_model
+
+    two = load_saved_model(corpus_exports["two_heads"][0] / "saved_model")
+    assert sorted(two.input_names) == ["flags", "numbers"] and sorted(two.outputs) == ["probs", "score"]
+    dense = load_saved_model(corpus_exports["dense"][0] / "saved_model")
+    assert dense.input_names == ["features"] and dense.outputs == ["scores"]
+    scaled = load_saved_model(corpus_exports["module_scaled"][0] / "saved_model", "scaled")
+    assert scaled.input_names == ["factor", "x"] and scaled.outputs == ["out", "total"]
+
+
+def test_onnx_dense_equals_a_numpy_forward_pass(corpus_exports):
+    """Oracle: the Dense model's ONNX output against numpy in float64 from the Keras weights;
+    float32 rounding of two 8-term dot products is far below 1e-5 at these magnitudes."""
+    import keras
+    import onnxruntime as ort
+
+    ex, _, path = corpus_exports["dense"]
+    w1, b1, w2, b2 = [w.astype(np.float64) for w in keras.saving.load_model(path).get_weights()]
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    want = np.maximum(x.astype(np.float64) @ w1 + b1, 0) @ w2 + b2
+    got = ort.InferenceSession(str(ex / "model.onnx")).run(["scores"], {"features": x})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def _plant(ex: Path, out: Path, op_types: tuple[str, ...]) -> str:
+    """Copy the export and scale by 1.01 the weight initializer of the middle node of `op_types`;
+    returns that node's name."""
+    shutil.copytree(ex, out)
+    proto = onnx.load(str(out / "model.onnx"))
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes = [n for n in proto.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in inits]
+    node = nodes[len(nodes) // 2]
+    init = inits[node.input[1]]
+    a = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array((a * np.float32(1.01)).astype(a.dtype), init.name))
+    onnx.save(proto, str(out / "model.onnx"))
+    return node.name
+
+
+@pytest.mark.parametrize("name,ops", [("dense", ("MatMul", "Gemm")), ("convnet", ("Conv",)),
+                                      ("mobilenet", ("Conv",))])
+def test_a_planted_initializer_change_is_localised_to_its_consumer(corpus_exports, tmp_path, name, ops):
+    from tfscope.export.parity import verify
+
+    bad = tmp_path / "planted"
+    consumer = _plant(corpus_exports[name][0], bad, ops)
+    report = verify(bad, reference=False)
+    assert not report.passed
+    loc = report.localisation
+    assert loc is not None and loc.first is not None, report.failure_line()
+    assert loc.first.pair.onnx_node == consumer, loc.describe()
+    assert loc.last_agreeing is None or loc.last_agreeing.comparison.passed
+    assert f"of {loc.tf_tensors} TF tensors matched" in loc.describe()
+
+
+def test_an_unconvertible_graph_is_refused_and_nothing_is_written(tmp_path):
+    """A while loop over a TensorArray: tf2onnx leaves TensorListReserve, onnx.checker rejects it."""
+    import tensorflow as tf
+
+    from tfscope.export.convert import ConversionError
+    from tfscope.export.writer import export_model
+
+    class Loop(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            ta = tf.TensorArray(tf.float32, size=3)
+            for i in tf.range(3):
+                ta = ta.write(i, x[:, i] * 2.0)
+            return {"y": tf.transpose(ta.stack())}
+
+    m = Loop()
+    tf.saved_model.save(m, str(tmp_path / "sm"), signatures={"serving_default": m.serve})
+    with pytest.raises(ConversionError, match=r"(rejects node|cannot convert).*\(") as e:
+        export_model(tmp_path / "out", saved_model=tmp_path / "sm", batch_sizes=(1,))
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))
