@@ -51,10 +51,13 @@ def test_keras_vs_its_onnx_file_session_and_saved_model(model, exported):
     # float32 both sides, 4-wide dot products: differences are a few float32 ulps, far inside 1e-5
     session = ort.InferenceSession(str(exported.onnx), providers=["CPUExecutionProvider"])
     signature = tf.saved_model.load(str(exported.saved_model)).signatures["serving_default"]
-    for candidate in (exported.onnx, session, exported.saved_model, signature):
+    for candidate, rule in ((exported.onnx, "bound"), (session, "bound"), (exported.saved_model, "polygraphy"),
+                            (signature, "polygraphy")):
         result = testing.assert_equivalent(model, candidate)
         assert result.passed and [c.input for c in result.comparisons] == ["batch_1", "batch_7", "batch_64"]
-        assert 0 <= result.tolerance_use < 1
+        assert result.rule == rule and 0 <= result.tolerance_use < 1
+        # an ONNX side gives verify's verdict: both sides within the propagated float32 rounding bound
+        assert (0 < result.bound_use < 1) if rule == "bound" else (result.why_not_bound and result.bound_use is None)
     assert "batch_64" in result.table() and "pass" in result.table()
 
 
@@ -93,18 +96,19 @@ def test_an_onnx_file_with_a_changed_weight_fails(model, exported, tmp_path):
     import onnx
 
     proto = onnx.load(str(exported.onnx))
-    init = next(i for i in proto.graph.initializer if len(i.dims) == 2)
+    init = next(i for i in proto.graph.initializer if list(i.dims) == [3, 4])  # the first layer's kernel
     w = onnx.numpy_helper.to_array(init).copy()
     w.flat[0] += 0.5
     init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
     onnx.save(proto, str(tmp_path / "changed.onnx"))
-    with pytest.raises(AssertionError, match=r"(?s)ONNX changed.onnx differs from .*first diverging element: input set "
-                                             r"'batch_1', output '\w+', row 0, index \[\d\]") as e:
+    with pytest.raises(AssertionError, match=r"(?s)ONNX changed.onnx differs from .*bound use.*"
+                                             r"first diverging element: input set '\w+', output '\w+', row \d+, "
+                                             r"index \[\d\]: reference ") as e:
         testing.assert_equivalent(model, tmp_path / "changed.onnx")
-    # both sides are graphs: the message carries the tensor-by-tensor localisation (export/model_parity.py),
-    # stating how many TF tensors it matched to ONNX values
+    # both sides are graphs: the tensor-by-tensor localisation (export/model_parity.py) names the
+    # first layer's MatMul, the op whose weight changed, with nothing agreeing before it
     op = next(line for line in str(e.value).splitlines() if line.startswith("first diverging op: "))
-    assert "matched" in op, op
+    assert "MatMul" in op and "no agreeing tensor before it" in op, op
 
 
 def test_generated_inputs_are_seeded_and_follow_the_signature(model, tfscope_inputs):
@@ -180,3 +184,26 @@ def test_importing_the_api_and_plugin_loads_neither_tensorflow_nor_core():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_under_the_bound_rule_a_planted_error_is_named_at_its_element(model, exported):
+    """The reference a numpy function with one element (row 2, index 1) moved by 1e-4, the candidate
+    the ONNX file: the bound rule decides (1e-4 is hundreds of times the float32 rounding bound of
+    an output of size ~1, a few 1e-7), and the divergence is that element. Polygraphy's rule on
+    request (1e-4 > atol = rtol = 1e-5) agrees."""
+    fn = forward(model)
+    feeds = {"x": np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)}
+
+    def planted(x):
+        z = fn(x)
+        z[2, 1] += np.float32(1e-4)
+        return z
+
+    with pytest.raises(AssertionError, match=r"first diverging element: input set 'inputs', output '\w+', "
+                                             r"row 2, index \[1\]") as e:
+        testing.assert_equivalent(planted, exported.onnx, feeds)
+    assert "bound use" in str(e.value) and testing.CHECKS[-1]["rule"] == "bound"
+    with pytest.raises(AssertionError, match=r"row 2, index \[1\]"):
+        testing.assert_equivalent(planted, exported.onnx, feeds, rule="polygraphy")
+    assert testing.CHECKS[-1]["rule"] == "polygraphy"
+    assert testing.assert_equivalent(fn, exported.onnx, feeds).rule == "bound"

@@ -7,8 +7,10 @@
 A side of assert_equivalent is a Keras model, a `.keras` file, a SavedModel directory, a SavedModel
 signature (or any callable: called with the inputs as keyword arguments, returning an array, a list
 or a dict of arrays), an `.onnx` file, an onnxruntime InferenceSession, or a tfscope Source. Outputs
-are matched by position. The comparison is export/compare.py's, the engine of `tfscope verify`;
-a failure raises AssertionError with the verify table and the first diverging element.
+are matched by position. The verdict is `tfscope verify`'s: the rounding bound against a float64
+oracle (export/bounds.py, export/verdict.py) where one side is an ONNX graph, else Polygraphy's rule
+(export/compare.py); a failure raises AssertionError with the verify table and the first diverging
+element (and op, where one side is a TF graph and the other ONNX).
 
 Importing this module imports neither TensorFlow nor tfscope.core (which sets an XLA option), so the
 pytest plugin costs nothing in a session that does not use it. Every check is recorded in `CHECKS`
@@ -27,7 +29,7 @@ import numpy as np
 
 from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare, errors
 
-RULES = ("auto", "polygraphy")  # auto: the rounding-bound verdict where both sides allow it, else Polygraphy's
+RULES = ("auto", "polygraphy")  # auto: the rounding-bound verdict where one side is an ONNX graph, else Polygraphy's
 CHECKS: list[dict] = []  # every check of this process, as JSON-ready records (the pytest plugin adds "test")
 
 
@@ -248,10 +250,30 @@ class ParityResult:
     tolerance_use: float
     divergence: Divergence | None = None
     diverging_op: str | None = None
+    judgements: list = field(default_factory=list)  # export/verdict.Judgement per (side, set, output): bound rule
+    why_not_bound: str | None = None  # under rule "auto", why Polygraphy's rule decided
 
     @property
     def passed(self) -> bool:
+        if self.rule == "bound":
+            return all(j.passed for j in self.judgements)
         return all(c.passed for c in self.comparisons)
+
+    @property
+    def bound_use(self) -> float | None:
+        return max((j.bound_use for j in self.judgements), default=None) if self.judgements else None
+
+    def bound_table(self) -> str:
+        """Each side against the float64 oracle of the ONNX graph, within its rounding bound."""
+        from tfscope.export.parity import _format, _g
+
+        head = ["side", "input", "output", "err vs f64", "rel vs f64", "allowed at worst", "bound use", "worst at",
+                "rule", "result"]
+        body = [[j.runtime, j.input, j.output, _g(j.max_error), _g(j.max_rel_error), _g(j.allowed_at_worst),
+                 _g(j.bound_use), str(j.worst_index), j.rule, "pass" if j.passed else "FAIL"] for j in self.judgements]
+        title = ("rounding-bound verdict (bound use <= 1 passes); the oracle is the ONNX graph evaluated in float64, "
+                 "so a side far outside its bound computes another function than that graph:")
+        return "\n".join([title, *_format(head, body)])
 
     def table(self) -> str:
         """The verify table (export/parity.py's Report) over these comparisons, headed by both sides."""
@@ -263,15 +285,25 @@ class ParityResult:
         report = Report("", self.comparisons[0].ref_dtype if self.comparisons else "", self.atol, self.rtol,
                         inputs, self.comparisons, self.summaries)
         lines = report.table(detail=True).splitlines()
-        lines[0] = (f"{self.candidate} vs {self.reference} ({self.rule} rule, atol {self.atol:g}, "
-                    f"rtol {self.rtol:g}; {len(inputs)} input set(s))")
+        decides = "for information; the rounding bound decides" if self.rule == "bound" else "this rule decides"
+        lines[0] = (f"{self.candidate} vs {self.reference} (Polygraphy's rule, atol {self.atol:g}, "
+                    f"rtol {self.rtol:g}, {decides}; {len(inputs)} input set(s))")
         lines = [line.replace("runtime vs eager", "candidate vs ref") for line in lines
                  if not line.startswith(("PASS:", "FAIL:"))]
         return "\n".join(lines)
 
     def message(self) -> str:
-        lines = [f"{self.candidate} differs from {self.reference}", self.table()]
-        failing = next((c for c in self.comparisons if not c.passed), None)
+        lines = [f"{self.candidate} differs from {self.reference}"]
+        if self.rule == "bound":
+            lines.append(self.bound_table())
+            bad = next(j for j in self.judgements if not j.passed)
+            lines.append(f"first failing: {bad.runtime} on input set {bad.input!r}, output {bad.output!r}: "
+                         f"{bad.max_error:.3g} from the float64 oracle, {bad.bound_use:.3g} x what float32 rounding "
+                         f"explains ({bad.allowed_at_worst:.3g} at element {bad.worst_index})")
+        lines.append(self.table())
+        if self.why_not_bound:
+            lines.append(f"(Polygraphy's rule decided: {self.why_not_bound})")
+        failing = next((c for c in self.comparisons if not c.passed), None) if self.rule != "bound" else None
         if failing is not None:
             why = []
             if not failing.shape_ok:
@@ -292,7 +324,9 @@ class ParityResult:
     def to_dict(self) -> dict:
         return {"reference": self.reference, "candidate": self.candidate, "rule": self.rule,
                 "atol": self.atol, "rtol": self.rtol, "passed": self.passed,
-                "tolerance_use": _json(self.tolerance_use), "bound_use": None,
+                "tolerance_use": _json(self.tolerance_use),
+                "bound_use": None if self.bound_use is None else _json(self.bound_use),
+                "why_not_bound": self.why_not_bound, "judgements": [j.to_dict() for j in self.judgements],
                 "first_divergence": None if self.divergence is None else {
                     "input": self.divergence.input, "output": self.divergence.output, "row": self.divergence.row,
                     "index": list(self.divergence.index), "reference": _json(self.divergence.reference),
@@ -313,9 +347,13 @@ def assert_equivalent(reference: Any, candidate: Any, inputs: Any = None, *, ato
 
     inputs: {input name: array}, {set name: {input name: array}}, or None for seeded sets generated
     from a signature (core/sources/feeds.generate; `generate_inputs` takes shapes and ranges).
-    atol/rtol: Polygraphy's rule (an element fails only where both are exceeded; NaN always fails);
-    default 1e-5 for float32 references, 1e-12 for float64 (export/compare.py's defaults).
-    Returns the ParityResult; raises AssertionError with the table and first diverging element.
+    rule "auto" (default): where one side is an ONNX graph and the outputs are float32, the verdict
+    of `tfscope verify`: both sides within the rounding bound of that graph's float64 oracle (a
+    proof, no guessed tolerance); otherwise, or with atol/rtol given, or rule="polygraphy":
+    Polygraphy's rule (an element fails only where |diff| > atol and rel diff > rtol; NaN always
+    fails), default 1e-5 for float32, 1e-12 for float64 (export/compare.py). Polygraphy's numbers
+    are reported in every case. Returns the ParityResult; raises AssertionError with the tables,
+    the first diverging element and, where one side is TF and the other ONNX, the first diverging op.
     """
     if rule not in RULES:
         raise AssertionError(f"rule: {rule!r} is not one of {', '.join(RULES)}")
@@ -323,18 +361,19 @@ def assert_equivalent(reference: Any, candidate: Any, inputs: Any = None, *, ato
     sets = _feed_sets(inputs, ref, cand)
     comparisons: list[Comparison] = []
     pairs: list[tuple[Comparison, np.ndarray, np.ndarray]] = []
+    outputs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     atol_used = rtol_used = None
     for set_name, feeds in sets.items():
         r_out, c_out = ref.run(feeds), cand.run(feeds)
         if len(r_out) != len(c_out):
             raise AssertionError(f"{cand.label} returns {len(c_out)} output(s), {ref.label} returns {len(r_out)}: "
                                  "outputs are matched by position")
+        outputs[set_name] = (r_out, c_out)
         for i, (r, g) in enumerate(zip(r_out, c_out)):
             default = DEFAULT_TOLERANCE.get(str(r.dtype), DEFAULT_TOLERANCE["float32"])
             atol_used = default if atol is None else float(atol)
             rtol_used = default if rtol is None else float(rtol)
-            name = ref.output_names[i] if i < len(ref.output_names) else f"output_{i}"
-            c = compare(r, g, atol_used, rtol_used, cand.label, set_name, name)
+            c = compare(r, g, atol_used, rtol_used, cand.label, set_name, _output_name(ref, cand, i))
             comparisons.append(c)
             pairs.append((c, r, g))
     summaries = []
@@ -344,14 +383,103 @@ def assert_equivalent(reference: Any, candidate: Any, inputs: Any = None, *, ato
     use = max((tolerance_use(r, g, c.atol, c.rtol) for c, r, g in pairs), default=0.0)
     result = ParityResult(ref.label, cand.label, "polygraphy", float(atol_used or 0.0), float(rtol_used or 0.0),
                           comparisons, summaries, use)
-    failing = next(((c, r, g) for c, r, g in pairs if not c.passed), None)
-    if failing is not None:
-        result.divergence = first_divergence(*failing)
-        result.diverging_op = diverging_op(ref, cand, sets[failing[0].input], failing[0].input, failing[1].dtype)
+    if rule == "auto" and atol is None and rtol is None:
+        verdict = bound_verdicts(ref, cand, sets, outputs)
+        if isinstance(verdict, str):
+            result.why_not_bound = verdict
+        else:
+            result.rule, result.judgements = "bound", [b.judgement for b in verdict]
+    elif rule == "auto":
+        result.why_not_bound = "atol/rtol were given"
+    if not result.passed:
+        if result.rule == "bound":
+            bad = next(b for b in verdict if not b.judgement.passed)
+            r_out, c_out = outputs[bad.judgement.input]
+            i = bad.output_index
+            result.divergence = first_divergence_bound(bad, r_out[i], c_out[i])
+            set_name, dtype = bad.judgement.input, r_out[i].dtype
+        else:
+            failing = next((c, r, g) for c, r, g in pairs if not c.passed)
+            result.divergence = first_divergence(*failing)
+            set_name, dtype = failing[0].input, failing[1].dtype
+        result.diverging_op = diverging_op(ref, cand, sets[set_name], set_name, dtype)
     CHECKS.append({"kind": "equivalent", **result.to_dict()})
     if not result.passed:
         raise AssertionError(result.message())
     return result
+
+
+def _output_name(ref: Side, cand: Side, i: int) -> str:
+    names = ref.output_names or cand.output_names
+    return names[i] if i < len(names) else f"output_{i}"
+
+
+@dataclass
+class BoundCheck:
+    """One side's output on one feed set judged by the bound rule, with what judged it."""
+
+    judgement: Any  # export/verdict.Judgement
+    is_reference: bool
+    output_index: int
+    oracle: np.ndarray  # the float64 oracle of the ONNX graph
+    bound: np.ndarray | None  # elementwise bound, or None where the fallback rule judged
+
+
+def bound_verdicts(ref: Side, cand: Side, sets: dict, outputs: dict) -> list[BoundCheck] | str:
+    """Both sides judged against the float64 oracle of the ONNX side's graph within the rounding
+    bound propagated through it (export/bounds.py, export/verdict.py: `tfscope verify`'s verdict);
+    an output downstream of an op without a bound rule is judged by verdict.py's fallback (k times
+    the reference's own error vs float64). A string says why there is no bound verdict."""
+    onnx_side = next((s for s in (cand, ref) if s.kind == "onnx" and s.graph is not None), None)
+    if onnx_side is None:
+        return "neither side is an ONNX graph to propagate rounding bounds through"
+    kinds = {str(a.dtype) for r_out, c_out in outputs.values() for a in [*r_out, *c_out]}
+    if kinds != {"float32"}:
+        return f"the bound is for float32 evaluations; the outputs are {', '.join(sorted(kinds))}"
+    from tfscope.export.bounds import propagate
+    from tfscope.export.oracle import GraphOracle, NoFloat64Form
+    from tfscope.export.verdict import judge
+
+    checks = []
+    try:
+        oracle = GraphOracle(onnx_side.graph)
+        for set_name, feeds in sets.items():
+            cast = {s.name: np.asarray(feeds[s.name]).astype(s.dtype, copy=False) for s in onnx_side.specs}
+            gb = propagate(onnx_side.graph, cast, oracle)
+            r_out, c_out = outputs[set_name]
+            for i, name in enumerate(onnx_side.output_names):
+                rule = gb.rules.get(name, "bound")
+                bound = gb.bounds.get(name) if rule == "bound" else None
+                for is_ref, s, got in ((True, ref, r_out[i]), (False, cand, c_out[i])):
+                    j = judge(got, gb.values[name], bound, eager=r_out[i], fallback=rule, runtime=s.label,
+                              input=set_name, output=_output_name(ref, cand, i))
+                    checks.append(BoundCheck(j, is_ref, i, gb.values[name], bound))
+    except NoFloat64Form as e:
+        return str(e)
+    return checks
+
+
+def first_divergence_bound(check: BoundCheck, ref: np.ndarray, got: np.ndarray) -> Divergence | None:
+    """Under the bound rule: the first element (row, then index) of the failing side beyond what it
+    is allowed (its bound, or the fallback's allowance, which is one number for the whole tensor),
+    found by judging that side row by row, then the failing row element by element."""
+    from tfscope.export.verdict import judge
+
+    j = check.judgement
+    side = ref if check.is_reference else got
+    if not j.shape_ok or side.ndim == 0:
+        return None
+    allowed = np.broadcast_to(check.bound if check.bound is not None else j.allowed_at_worst, side.shape)
+    for row in range(side.shape[0]):
+        if judge(side[row], check.oracle[row], allowed[row]).passed:
+            continue
+        values, oracle, limit = side[row].reshape(-1), check.oracle[row].reshape(-1), allowed[row].reshape(-1)
+        for k in range(values.size):
+            if not judge(values[k:k + 1], oracle[k:k + 1], limit[k:k + 1]).passed:
+                index = tuple(int(x) for x in np.unravel_index(k, side.shape[1:])) if side.ndim > 1 else ()
+                return Divergence(j.input, j.output, row, index, float(ref[row].reshape(-1)[k]),
+                                  float(got[row].reshape(-1)[k]))
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
