@@ -77,3 +77,39 @@ def latency_table(rows: list[Latency]) -> str:
     lines.append(f"(median of {rows[0].calls} calls after warm-up; speed-up = SavedModel time / this time)"
                  if rows else "")
     return "\n".join(lines)
+
+
+def model_latency(export_dir: str | Path, batches: tuple[int, ...] = (1, 32), warmup: int = 20,
+                  repeats: int = 200, seed: int = 0) -> list[Latency]:
+    """Per-call latency of a model export (any inputs): its SavedModel signature and onnxruntime
+    (CPU, ORT_ENABLE_ALL), on seeded feeds from the one input generator at each batch size."""
+    import json
+
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from tfscope.core.sources import feeds as feeds_mod
+    from tfscope.core.sources.source import load_saved_model
+    from tfscope.export.inputs import INPUTS, load_feed_sets
+    from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
+
+    d = Path(export_dir)
+    meta = json.loads((d / "export.json").read_text(encoding="utf-8"))
+    sig = load_saved_model(d / SAVED_MODEL, meta["source"].get("signature", "serving_default"))
+    fn = sig._fn  # the signature's concrete function, called as a server would
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(d / ONNX_FILE), so, providers=["CPUExecutionProvider"])
+    saved = next(iter(load_feed_sets(d / INPUTS).values()))  # shapes and ranges as exported
+    out = []
+    for batch in batches:
+        shapes = {k: (batch, *v.shape[1:]) for k, v in saved.items()}
+        ranges = {s.name: (float(saved[s.name].min()), float(saved[s.name].max()))
+                  for s in sig.inputs if s.kind == "int"}
+        feeds = feeds_mod.generate(sig.inputs, shapes, ranges, seed=seed)["fixed"]
+        tensors = {k: tf.constant(v) for k, v in feeds.items()}
+        calls = {"savedmodel": lambda t=tensors: {k: v.numpy() for k, v in fn(**t).items()},
+                 "onnxruntime": lambda f=feeds: session.run(None, f)}
+        for name, call in calls.items():
+            out.append(Latency(name, batch, median_call_seconds(call, warmup, repeats), repeats))
+    return out

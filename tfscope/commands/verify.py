@@ -24,10 +24,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.junit:
         junit.write(args.junit, report, time.perf_counter() - start)
     if args.bench:
-        from tfscope.export.latency import export_latency, latency_table
+        from pathlib import Path
+
+        from tfscope.export.latency import export_latency, latency_table, model_latency
+        from tfscope.export.model_parity import read_meta
 
         print()
-        print(latency_table(export_latency(args.export_dir)))
+        model = read_meta(Path(args.export_dir)) is not None
+        print(latency_table(model_latency(args.export_dir) if model else export_latency(args.export_dir)))
     return 0 if report.passed else 1
 
 
