@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from tfscope.core.errors import ConfigError
 
 ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
-LOSSES = ("mse", "half_mse", "mae", "huber")
+LOSSES = ("mse", "half_mse", "mae", "huber", "cross_entropy", "softmax_ce", "binary_ce")
+CLASSIFICATION_LOSSES = ("cross_entropy", "softmax_ce", "binary_ce")  # take logits and class labels
+TASKS = ("regress", "classify")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 RULES = ("backprop", "delta", "lms", "perceptron", "hebbian", "oja")
 MODES = ("eager", "graph", "xla", "fused")

@@ -47,6 +47,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # checkpoints kept on disk, >= 1
     strategy: str = "none"  # none (one device), mirrored (GPUs or logical CPUs), multiworker (TF_CONFIG)
     devices: int = 1  # replicas on this machine, >= 1; > 1 needs strategy mirrored (or GPUs with multiworker)
+    task: str = "regress"  # regress (z is a number) or classify (the target holds class labels; output = logits)
+    net: str | None = None  # a layer spec (core/nn/netspec.py), e.g. conv:8x3,pool:2,flatten,dense; None = hidden
+    val_fraction: float = 0.0  # rows held out for validation, in [0, 1); seeded, stratified when classifying
+    classes: list[str] | None = None  # classify: the labels in index order, recorded by train (None = not yet)
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first field out of range; return self when all are valid."""
@@ -78,6 +82,7 @@ class TrainConfig:
                 raise ConfigError(f"{label}: must be in [0, 1), got {value}")
         if not self.epsilon > 0:
             raise ConfigError(f"epsilon: must be > 0, got {self.epsilon}")
+        self._validate_task()
         choices.check("activation", self.activation, choices.ACTIVATIONS)
         choices.check_rule(self.rule, self.hidden, self.strategy)
         named = (("loss", self.loss, choices.LOSSES), ("optimizer", self.optimizer, choices.OPTIMIZERS),
@@ -86,6 +91,26 @@ class TrainConfig:
         for name, value, options in named:
             choices.check(name, value, options)
         return self
+
+    def _validate_task(self) -> None:
+        """Task, loss, net spec and held-out fraction: checked without TensorFlow."""
+        choices.check("task", self.task, choices.TASKS)
+        classify = self.task == "classify"
+        if classify != (self.loss in choices.CLASSIFICATION_LOSSES):
+            want = choices.CLASSIFICATION_LOSSES if classify else [x for x in choices.LOSSES
+                                                                  if x not in choices.CLASSIFICATION_LOSSES]
+            raise ConfigError(f"loss: {self.loss} does not fit task {self.task}; choose one of {', '.join(want)}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ConfigError(f"val fraction: must be in [0, 1), got {self.val_fraction}")
+        if self.net is not None:
+            from tfscope.core.nn import netspec
+
+            netspec.parse(self.net)
+            if self.rule != "backprop":
+                raise ConfigError(f"rule: the {self.rule} rule trains a single Dense layer; drop --net")
+        if (classify or self.net is not None) and self.strategy != "none":
+            raise ConfigError(f"strategy: {'--task classify' if classify else '--net'} runs on one device; "
+                              f"use strategy none, got {self.strategy!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"

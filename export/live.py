@@ -1,6 +1,7 @@
 """The live network carried inside an export directory, so `verify` can rebuild it later without
-the run directory: `live/network.json` (sizes, activation, dtype, names, where it came from) and
-`live/model` (a checkpoint of the Regressor's Variables, restored from the run's newest one)."""
+the run directory: `live/network.json` (its architecture: sizes, activation, layer spec, input
+shape, classes; dtype, names, where it came from) and `live/model` (a checkpoint of the network's
+Variables, restored from the run's newest one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfscope.core.errors import RunDirError
-from tfscope.core.nn.network import Regressor
+from tfscope.core.nn.network import Regressor, rebuild
 
 LIVE = "live"
 NETWORK = "network.json"
@@ -21,7 +22,7 @@ CHECKPOINT = "model"
 def save_live(model: Regressor, directory: Path, info: dict, run_config: Path | None = None) -> None:
     """Write network.json (with `info` merged in) and a checkpoint of the model's Variables."""
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"sizes": model.mlp.sizes, "activation": model.mlp.activation, "dtype": model.dtype.name, **info}
+    meta = {**model.architecture(), "dtype": model.dtype.name, **info}
     (directory / NETWORK).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     tf.train.Checkpoint(model=model).write(str(directory / CHECKPOINT))
     if run_config is not None and run_config.is_file():
@@ -33,7 +34,7 @@ def load_live(directory: Path) -> tuple[Regressor, dict]:
     path = directory / NETWORK
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        model = Regressor(meta["sizes"], meta["activation"], 0, tf.as_dtype(meta["dtype"]))
+        model = rebuild(meta, tf.as_dtype(meta["dtype"]))
     except FileNotFoundError:
         raise RunDirError(f"{directory.parent}: not an export directory (no {LIVE}/{NETWORK})") from None
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -26,13 +26,16 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features x (rows, n_in) and targets z (rows, n_out) as float arrays, with their names."""
+    """Features x (rows, n_in), or images (rows, H, W, C), and targets z (rows, n_out) as float
+    arrays, with their names. A classification data set's z is the class index (rows, 1) and
+    `classes` holds the original labels in index order; a regression one's `classes` is empty."""
 
     x: np.ndarray
     z: np.ndarray
     features: tuple[str, ...]
     targets: tuple[str, ...]
     source: str
+    classes: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -82,8 +85,11 @@ def _records(text: str, source: str) -> list[tuple[int, list[str]]]:
             out.append((start, row))
 
 
-def _parse(text: str, source: str) -> tuple[list[str], np.ndarray, list[int]]:
-    """Header names, a finite float64 matrix (rows, columns), and each data row's line in the file."""
+def _parse(text: str, source: str, label: str | int | None | bool = False
+           ) -> tuple[list[str], np.ndarray, list[int]] | tuple[list[str], np.ndarray, list[int], int, list[str]]:
+    """Header names, a finite float64 matrix (rows, columns), and each data row's line in the file.
+    With `label` (a target column, None = the last) that column is kept as text instead (its
+    matrix cells are NaN), and its index and cells are returned too."""
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")  # any line ending
     if "\x00" in text:
         raise DataError(f"{source}: row {_line_of(text, text.index(chr(0)))}: not a text CSV file "
@@ -98,11 +104,17 @@ def _parse(text: str, source: str) -> tuple[list[str], np.ndarray, list[int]]:
             raise DataError(f"{source}: row {head_line}: column {i + 1} has an empty name")
         if header.index(name) != i:
             raise DataError(f"{source}: row {head_line}: column name {_show(name)} appears twice")
+    keep = -1 if label is False else _column_index(header, -1 if label is None else label, source, "target")
     values = np.empty((len(records) - 1, len(header)), dtype=np.float64)
+    texts = []
     for r, (line, row) in enumerate(records[1:]):
         if len(row) != len(header):
             raise DataError(f"{source}: row {line}: has {len(row)} fields, the header has {len(header)}")
         for c, cell in enumerate(row):
+            if c == keep:
+                texts.append(cell)
+                values[r, c] = np.nan
+                continue
             where = f"{source}: row {line}, column {header[c]!r}: {_show(cell)}"
             try:
                 v = float(cell)
@@ -113,7 +125,10 @@ def _parse(text: str, source: str) -> tuple[list[str], np.ndarray, list[int]]:
             if not NUMBER.fullmatch(cell.strip()):
                 raise DataError(f"{where} is not a plain decimal number")
             values[r, c] = v
-    return header, values, [line for line, _ in records[1:]]
+    lines = [line for line, _ in records[1:]]
+    if label is False:
+        return header, values, lines
+    return header, values, lines, keep, texts
 
 
 def parse_table(text: str, source: str) -> tuple[list[str], np.ndarray]:
@@ -123,12 +138,22 @@ def parse_table(text: str, source: str) -> tuple[list[str], np.ndarray]:
 
 
 def parse_csv(text: str, source: str, target: str | int | None = None,
-              features: Sequence[str | int] | None = None, dtype: str = "float32") -> Dataset:
+              features: Sequence[str | int] | None = None, dtype: str = "float32", task: str = "regress") -> Dataset:
     """Parse CSV text (header first) into a Dataset; `target` defaults to the last column and
-    `features` to every other column."""
+    `features` to every other column. With `task` "classify" the target column holds class
+    labels (core/data/labels.py) and z the class index."""
     if dtype not in DTYPES:
         raise DataError(f"dtype: unknown dtype {dtype!r}; choose float32 or float64")
-    header, values, lines = _parse(text, source)
+    classes: tuple[str, ...] = ()
+    if task == "classify":
+        from tfscope.core.data import labels
+
+        header, values, lines, t_col, texts = _parse(text, source, target)
+        where = [f"{source}: row {line}, column {header[t_col]!r}" for line in lines]
+        index, classes = labels.from_cells(texts, where)
+        values[:, t_col] = index
+    else:
+        header, values, lines = _parse(text, source)
     if len(header) < 2:
         raise DataError(f"{source}: row 1: the header has {len(header)} column; need at least a feature and a target")
     t = _column_index(header, -1 if target is None else target, source, "target")
@@ -151,9 +176,13 @@ def parse_csv(text: str, source: str, target: str | int | None = None,
         col = [*f, t][c]
         raise DataError(f"{source}: row {lines[r]}, column {header[col]!r}: "
                         f"{float(values[r, col]):g} overflows {dtype}")
+    if classes:
+        from tfscope.core.data import labels
+
+        labels.check(values[:, t], classes, source, f"column {header[t]!r}")
     x = values[:, f].astype(np_dtype)
     z = values[:, [t]].astype(np_dtype)
-    return Dataset(x, z, tuple(header[i] for i in f), (header[t],), source)
+    return Dataset(x, z, tuple(header[i] for i in f), (header[t],), source, classes)
 
 
 def read_text(path: str | Path) -> str:
@@ -196,9 +225,9 @@ def load_features(path: str | Path, names: Sequence[str], dtype: str = "float32"
 
 
 def load_csv(path: str | Path, target: str | int | None = None,
-             features: Sequence[str | int] | None = None, dtype: str = "float32") -> Dataset:
+             features: Sequence[str | int] | None = None, dtype: str = "float32", task: str = "regress") -> Dataset:
     """Load a UTF-8 CSV file (with or without byte-order mark) with a header row."""
-    return parse_csv(read_text(path), str(path), target, features, dtype)
+    return parse_csv(read_text(path), str(path), target, features, dtype, task)
 
 
 def _builtin_text() -> str:
@@ -211,11 +240,16 @@ def builtin(dtype: str = "float32") -> Dataset:
 
 
 def load(source: str | None = None, target: str | int | None = None,
-         features: Sequence[str | int] | None = None, dtype: str = "float32") -> Dataset:
-    """The built-in lecture data when `source` is None or "lecture", else the CSV at that path."""
+         features: Sequence[str | int] | None = None, dtype: str = "float32", task: str = "regress") -> Dataset:
+    """The built-in lecture data when `source` is None or "lecture", the built-in digits images for
+    "digits", an npz of images for a path ending .npz (core/data/images.py), else the CSV there."""
     if source in (None, BUILTIN):
-        return parse_csv(_builtin_text(), BUILTIN, target, features, dtype)
-    return load_csv(source, target, features, dtype)
+        return parse_csv(_builtin_text(), BUILTIN, target, features, dtype, task)
+    if source == "digits" or str(source).endswith(".npz"):
+        from tfscope.core.data import images
+
+        return images.load(source, dtype, task)
+    return load_csv(source, target, features, dtype, task)
 
 
 def least_squares(data: Dataset) -> np.ndarray:

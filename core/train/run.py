@@ -7,6 +7,7 @@ per-call work only: in fused mode one call runs many steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -20,9 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
+from tfscope.core.data import split
 from tfscope.core.data import tables as data_mod
 from tfscope.core.errors import RunDirError
 from tfscope.core.nn import losses
+from tfscope.core.nn.network import Classifier
 from tfscope.core.optim import rules
 from tfscope.core.train.checkpoints import Checkpointer
 from tfscope.core.train.distributed import is_chief, make_strategy, make_trainer, worker_name
@@ -41,6 +44,7 @@ from tfscope.core.train.run_dir import (  # noqa: F401  (re-exported: a run's fi
 )
 from tfscope.core.train.trainer import DIVERGED, INTERRUPTED, STEPS, Trainer
 
+CONFUSION = "confusion.png"
 CALL_SECONDS = 0.3  # fused mode sizes each call to last about this long
 
 
@@ -59,16 +63,78 @@ class Result:
     metrics: dict = field(default_factory=dict)
 
 
+def datasets(config: TrainConfig, dataset: data_mod.Dataset | None = None
+             ) -> tuple[data_mod.Dataset, data_mod.Dataset | None]:
+    """The run's (training rows, held-out rows or None), from config's data unless given."""
+    if dataset is None:
+        dataset = data_mod.load(config.data, config.target, config.features, config.dtype, config.task)
+    return split.split(dataset, config.val_fraction, config.seed)
+
+
+def with_classes(config: TrainConfig, dataset: data_mod.Dataset) -> TrainConfig:
+    """`config` recording the data's class labels (index order), as config.json keeps them."""
+    return dataclasses.replace(config, classes=list(dataset.classes)) if dataset.classes else config
+
+
+def classification_summary(trainer: Trainer) -> dict:
+    """Accuracy and per-class precision and recall on the training rows and the held-out rows, and
+    the confusion matrix of the held-out rows (of the training rows without a split)."""
+    model, out = trainer.model, {}
+    sets = [("train", trainer.data), ("val", getattr(trainer, "validation", None))]
+    for name, d in sets:
+        if d is None:
+            continue
+        k, _ = model.predict_classes(d.x)
+        m = losses.classification_metrics(k, d.z[:, 0], len(model.classes))
+        out[f"{name}_accuracy"] = m["accuracy"]
+        out[f"{name}_rows"] = d.rows
+        out[f"{name}_precision"] = dict(zip(model.classes, m["precision"]))
+        out[f"{name}_recall"] = dict(zip(model.classes, m["recall"]))
+        out["confusion"] = {"rows": name, "classes": list(model.classes), "matrix": m["confusion"],
+                            "layout": "row = true class, column = predicted class"}
+    return out
+
+
+def plot_confusion(run_dir: Path, confusion: dict) -> None:
+    """confusion.png: the confusion matrix as a heat map with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m, names = np.asarray(confusion["matrix"]), confusion["classes"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(names), 1.0 + 0.45 * len(names)))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=90)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix ({confusion['rows']} rows)")
+    fig.tight_layout()
+    tmp = run_dir / f".{CONFUSION}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(run_dir / CONFUSION)
+
+
 def summary(trainer: Trainer) -> dict:
-    """Raw-unit quality of the trained network on its training data, its affine map, (3, 2)."""
+    """Raw-unit quality of the trained network on its training (and held-out) data, its affine map,
+    (3, 2); for a classifier, classification_summary."""
     d = trainer.data
+    if isinstance(trainer.model, Classifier):
+        return classification_summary(trainer)
     pred = trainer.model.predict(d.x)
     out: dict = {f"train_{k}": v for k, v in losses.metrics(pred, d.z).items()}
+    val = getattr(trainer, "validation", None)
+    if val is not None:
+        out.update({f"val_{k}": v for k, v in losses.metrics(trainer.model.predict(val.x), val.z).items()})
     if trainer.model.mlp.is_linear():
         w, b = trainer.model.affine_map()
         out["affine_map"] = {"W": w[:, 0].tolist() if w.shape[1] == 1 else w.tolist(),
                              "b": b.tolist() if b.size > 1 else float(b[0])}
-    if d.x.shape[1] == 2:
+    if d.x.ndim == 2 and d.x.shape[1] == 2:
         out["prediction_at_3_2"] = trainer.model.predict(np.array([[3.0, 2.0]]))[0].tolist()
     if getattr(trainer, "rule", None) is not None:  # a local learning rule: what it adds (core/optim/rules.py)
         out.update(rules.report(trainer.rule, trainer.x.numpy(), trainer.z.numpy()))
@@ -106,14 +172,17 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
     run_dir = Path(run_dir)
     # The data before the directory: a bad file must not cost a run that --force would replace.
     if dataset is None:
-        dataset = data_mod.load(config.data, config.target, config.features, config.dtype)
+        dataset = data_mod.load(config.data, config.target, config.features, config.dtype, config.task)
+    config = with_classes(config, dataset)
+    train_rows, held_out = datasets(config, dataset)
     prepare_dir(run_dir, resume, force)
     if resume:
         old = TrainConfig.load(run_dir / CONFIG)
         diff = resume_mismatch(old, config)
         if diff:
             raise RunDirError(f"{run_dir}: --resume with a different {diff}")
-    trainer = make_trainer(config, dataset)
+    trainer = make_trainer(config, train_rows)
+    trainer.validation = held_out
     ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)
     if resume:
         # A run killed before its first checkpoint resumes from step 0: the seeded initial
@@ -177,11 +246,13 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
         "stopped_because": stopped,
         "diverged_at_step": diverged_at,
         "last_checkpoint_step": ckpt.last_saved,
-        "loss_units": "standardised" if config.standardize else "raw",
+        "loss_units": ("nats" if config.task == "classify" else "standardised" if config.standardize else "raw"),
     }
     if stopped != DIVERGED:
         metrics.update(summary(trainer))
     write_atomic(run_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    if "confusion" in metrics:
+        plot_confusion(run_dir, metrics["confusion"])
     plot_loss(run_dir, steps, vals, f"{config.mode}, {config.optimizer}, lr {config.learning_rate:g}")
     return Result(run_dir, trainer, metrics)
 
@@ -201,6 +272,8 @@ def load_run(run_dir: str | Path) -> Trainer:
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory")
     config = TrainConfig.load(run_dir / CONFIG)
-    trainer = Trainer(config, data_mod.load(config.data, config.target, config.features, config.dtype))
+    train_rows, held_out = datasets(config)
+    trainer = Trainer(config, train_rows)
+    trainer.validation = held_out  # the rows the run held out (None without --val-fraction)
     Checkpointer(run_dir, trainer.model, trainer.optimizer).restore_latest()
     return trainer

@@ -25,8 +25,9 @@ import tensorflow as tf
 
 from tfscope.core.config import TrainConfig
 from tfscope.core.data.tables import Dataset
-from tfscope.core.nn import gradients
-from tfscope.core.nn.network import Regressor
+from tfscope.core.errors import ConfigError
+from tfscope.core.nn import gradients, netspec
+from tfscope.core.nn.network import Classifier, Regressor
 from tfscope.core.optim import optimizers, rules
 from tfscope.core.train import shuffle
 
@@ -52,8 +53,24 @@ def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> None:
     tf.cond(tf.math.is_finite(loss), run, lambda: tf.constant(False))
 
 
-def build_model(config: TrainConfig, n_in: int, n_out: int) -> Regressor:
-    return Regressor([n_in, *config.hidden, n_out], config.activation, config.seed, tf.as_dtype(config.dtype))
+def build_model(config: TrainConfig, n_in: int, n_out: int, data: Dataset | None = None) -> Regressor:
+    """The run's network: an MLP Regressor of the hidden widths, or, given `data`, the network that fits
+    it: a Sequential for a --net spec or images (an MLP after a flatten), a Classifier for class labels
+    (one logit per class; one in all for two classes under cross_entropy or binary_ce)."""
+    dtype = tf.as_dtype(config.dtype)
+    image = data is not None and data.x.ndim == 4
+    if data is None or not (data.classes or image or config.net):
+        return Regressor([n_in, *config.hidden, n_out], config.activation, config.seed, dtype)
+    net = config.net or (netspec.from_hidden(config.hidden, image=True) if image else None)
+    kw = dict(net=net, in_shape=data.x.shape[1:])
+    flat = int(np.prod(data.x.shape[1:]))
+    if not data.classes:
+        return Regressor([flat, *config.hidden, n_out], config.activation, config.seed, dtype, **kw)
+    k = len(data.classes)
+    if config.loss == "binary_ce" and k != 2:
+        raise ConfigError(f"loss: binary_ce takes two classes; {data.source} has {k} (use cross_entropy)")
+    width = 1 if k == 2 and config.loss in ("cross_entropy", "binary_ce") else k
+    return Classifier([flat, *config.hidden, width], config.activation, config.seed, dtype, classes=data.classes, **kw)
 
 
 def build_optimizer(config: TrainConfig) -> optimizers.Optimizer:
@@ -69,9 +86,9 @@ class Trainer:
         self.config = config.validate()
         self.data = data
         dtype = tf.as_dtype(config.dtype)
-        self.model = model or build_model(config, data.x.shape[1], data.z.shape[1])
+        self.model = model or build_model(config, data.x.shape[1], data.z.shape[1], data)
         if model is None and config.standardize:
-            self.model.norm.fit(data.x.astype(np.float64), data.z.astype(np.float64))
+            self.model.fit_standardizer(data.x.astype(np.float64), data.z.astype(np.float64))
         self.optimizer = optimizer or build_optimizer(config)
         if not self.optimizer.built:
             self.optimizer.build(self.model.weights)
@@ -86,7 +103,8 @@ class Trainer:
         self.batches_per_epoch = self.rows // self.batch_size  # remainder rows are dropped each epoch
         self.target = tf.Variable(config.target_loss, dtype=dtype, trainable=False, name="target_loss")
         self._grad = gradients.ROUTES[config.grad]
-        self.rule = rules.make(config.rule, self.model.mlp.layers, config.loss, zs.numpy())  # None = backprop
+        self.rule = (None if config.rule == "backprop"  # backprop, or a local rule's state (one Dense layer)
+                     else rules.make(config.rule, self.model.mlp.layers, config.loss, zs.numpy()))
         self._compiled: dict[str, Callable] = {}
         # held_permutation's cache: the row order of epoch `_perm_epoch` (-1: none held yet)
         self._perm = tf.Variable(tf.zeros([self.rows], tf.int32), trainable=False, name="epoch_perm")  # (rows,)

@@ -35,19 +35,33 @@ def parse_rows(rows: list[str], n_in: int, dtype: str = "float64") -> np.ndarray
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from tfscope.core.data import tables as data_mod
+    from tfscope.core.nn.network import Classifier
     from tfscope.core.train.run import load_run
 
     trainer = load_run(args.run_dir)
-    n_in = trainer.model.mlp.sizes[0]
-    if args.csv:
+    model = trainer.model
+    image = len(model.in_shape) == 3
+    if args.npz:
+        from tfscope.core.data import images
+
+        x = images.load_inputs(args.npz, model.in_shape, trainer.config.dtype)
+    elif image:
+        fail(f"predict: this run takes images {'x'.join(map(str, model.in_shape))}; give them with --npz FILE")
+    elif args.csv:
         x = data_mod.load_features(args.csv, trainer.data.features, trainer.config.dtype)
     elif args.rows:
-        x = parse_rows(args.rows, n_in, trainer.config.dtype)
+        x = parse_rows(args.rows, model.in_shape[0], trainer.config.dtype)
     else:
-        fail("predict: give one or more rows (e.g. 3,2) or --csv FILE")
-    z = trainer.model.predict(x)
-    for xi, zi in zip(x, z):
-        print(",".join(f"{v:g}" for v in xi), "->", ",".join(f"{v:.6f}" for v in zi))
+        fail("predict: give one or more rows (e.g. 3,2), --csv FILE or --npz FILE")
+    shown = [f"image {i}" for i in range(len(x))] if image else [",".join(f"{v:g}" for v in xi) for xi in x]
+    if isinstance(model, Classifier):
+        k, p = model.predict_classes(x)
+        for name, ki, pi in zip(shown, k, p):
+            print(f"{name} -> {model.classes[ki]} (p = {pi:.6f})")
+        return 0
+    z = model.predict(x)
+    for name, zi in zip(shown, z):
+        print(name, "->", ",".join(f"{v:.6f}" for v in zi))
     return 0
 
 
@@ -56,4 +70,5 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("rows", nargs="*", metavar="ROW", help="comma-separated feature values, e.g. 3,2")
     p.add_argument("--csv", metavar="FILE", help="predict every row of a CSV (header row; all columns are features)")
+    p.add_argument("--npz", metavar="FILE", help="predict every image (or row) of an npz's array x")
     p.set_defaults(func=cmd_predict)

@@ -24,13 +24,23 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="CSV", help="CSV file with a header row (default: the lecture's 19 rows)")
+    g.add_argument("--data", metavar="CSV|NPZ|digits",
+                   help="CSV file with a header row, an npz of images (x: N,H,W,C; y: N), or 'digits' "
+                        "(the built-in 8x8 handwritten digits); default: the lecture's 19 rows")
+    g.add_argument("--task", default=d.task, help="regress (default) or classify (the target holds class labels)")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="hold out this share of the rows (seeded; stratified when classifying) and report on it")
     g.add_argument("--target", help="target column name or index (default: the last column)")
     g.add_argument("--features", help="comma-separated feature columns (default: all but the target)")
     g = p.add_argument_group("network and training")
     g.add_argument("--hidden", type=widths, default=d.hidden, help="hidden widths, e.g. 2 or 64,64 (default: 2)")
     g.add_argument("--activation", default=d.activation, help="linear, relu, tanh, sigmoid (default: linear)")
-    g.add_argument("--loss", default=d.loss, help="mse, half_mse, mae, huber (default: mse)")
+    g.add_argument("--net", default=None, metavar="SPEC",
+                   help="layers instead of --hidden, e.g. conv:8x3,pool:2,flatten,dense:32,dense "
+                        "(README 'Classification and convolution')")
+    g.add_argument("--loss", default=None,
+                   help="mse, half_mse, mae, huber (default: mse); classify: cross_entropy (default), softmax_ce, "
+                        "binary_ce")
     g.add_argument("--optimizer", default=d.optimizer, help="sgd, momentum, nesterov, adam (default: adam)")
     g.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=d.learning_rate,
                    help=f"learning rate > 0 (default: {d.learning_rate})")
@@ -84,8 +94,10 @@ def config_from_args(args: argparse.Namespace):
     if args.features is not None:
         features = [c.strip() for c in args.features.split(",") if c.strip()]
     target = args.target
+    loss = args.loss or ("cross_entropy" if args.task == "classify" else "mse")
     return TrainConfig(data=args.data, target=target, features=features, hidden=args.hidden,
-                       activation=args.activation, loss=args.loss, optimizer=args.optimizer,
+                       activation=args.activation, loss=loss, task=args.task, net=args.net,
+                       val_fraction=args.val_fraction, optimizer=args.optimizer,
                        learning_rate=args.learning_rate, momentum=args.momentum, steps=args.steps,
                        batch_size=args.batch_size, mode=args.mode, steps_per_call=args.steps_per_call,
                        target_loss=args.target_loss, grad=args.grad, rule=args.rule,
@@ -108,7 +120,10 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
 
     check_dir(out, resume, force)  # and a directory it must not touch
 
-    dataset = data_mod.load(config.data, config.target, config.features, config.dtype)  # and a bad file
+    dataset = data_mod.load(config.data, config.target, config.features, config.dtype, config.task)  # a bad file
+    from tfscope.core.nn import netspec
+
+    netspec.check(config.net, dataset.x.shape[1:])  # and a network that cannot take its images
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
         from tfscope.core.train.distributed import make_strategy
 
@@ -150,6 +165,12 @@ def print_summary(result) -> None:
             print(f"affine map: {result.trainer.data.targets[0]} = {terms} + {b:.6g}")
     if "prediction_at_3_2" in m:
         print(f"predict(3, 2) = {m['prediction_at_3_2'][0]:.6f}")
+    if "train_accuracy" in m:
+        held = (f", held-out {m['val_accuracy']:.2%} of {m['val_rows']:,} rows" if "val_accuracy" in m else "")
+        print(f"accuracy:   training {m['train_accuracy']:.2%} of {m['train_rows']:,} rows{held}"
+              f" (confusion matrix: {result.run_dir}/confusion.png)")
+    if "val_rmse" in m:
+        print(f"held out:   RMSE {m['val_rmse']:.3g}, MAE {m['val_mae']:.3g}, R^2 {m['val_r2']:.6f}")
     if "train_rmse" in m:
         print(f"train fit:  RMSE {m['train_rmse']:.3g}, MAE {m['train_mae']:.3g}, R^2 {m['train_r2']:.9f}")
     if "history_loss_column" in m:
