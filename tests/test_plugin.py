@@ -5,6 +5,7 @@ point, no -p flag); the failure message, the summary line and the --tfscope-repo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,22 @@ def test_a_session_without_checks_says_nothing_and_writes_an_empty_report(pytest
     result.assert_outcomes(passed=1)
     assert "parity check" not in result.stdout.str()
     assert json.loads((pytester.path / "r.json").read_text())["checks"] == 0
+
+
+def readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Parity checks in your own tests", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_runs_as_a_users_test_file(pytester):
+    code = readme_example()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10  # the ten-line example
+    pytester.makepyfile(test_readme=code)
+    result = pytester.runpytest_inprocess("--tfscope-report", "parity.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["tfscope: 2 parity check(s) (2 equivalent): 2 passed, 0 failed; worst bound use *"])
+    records = json.loads((pytester.path / "parity.json").read_text())["records"]
+    # the ONNX check is decided by the rounding bound, the SavedModel one by the tolerances given
+    assert [r["rule"] for r in records] == ["bound", "polygraphy"]
+    assert 0 < records[0]["bound_use"] < 1 and records[1]["atol"] == 1e-6
