@@ -240,6 +240,11 @@ def run(plan: Plan, quick: bool = False) -> dict:
     result["time_to_solution"] = time_to_solution(plan, result["per_step"])
     result["compute_bound"] = compute_bound(plan)
     result["inference"] = inference(plan)
+    if not quick:  # minutes of work: a full bench only
+        from tfscope.profiling import bench_model_export
+
+        result["model_export"] = bench_model_export.part(plan.repeats)
+    result["scaling"] = scaling(plan, result["compute_bound"]["ceiling"]["gflops"])
     result["figures"] = figures(result)
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -289,6 +294,9 @@ def table(result: dict) -> str:
         name = f"{'TF SavedModel' if row['runtime'] == 'savedmodel' else 'onnxruntime'}, batch {row['batch']}"
         lines.append(f"  {name:<56} {_fmt(row['median']):>9} us {_fmt(row['low']):>9}..{_fmt(row['high']):<9} "
                      f"{row['calls_per_s']:>10,.0f} calls/s {row['rows_per_s']:>13,.0f} rows/s")
+    if "model_export" in result:
+        lines += ["", "5. Your own model: export + verify, and inference per call", result["model_export"]["table"]]
+    lines += scaling_table(result["scaling"])
     lines += ["", "Figures (goal -> this run)"]
     for f in result["figures"]:
         bound = "<=" if f.get("at_most") else ">="
