@@ -19,10 +19,12 @@ class Localisation:
     stages: list[Comparison] = field(default_factory=list)  # in network order
     missing: list[str] = field(default_factory=list)  # stages the runtime does not expose (folded away)
     first_diverging: str | None = None  # the first stage that fails, or None when every stage passes
+    judgements: list = field(default_factory=list)  # each stage's rounding-bound check (export/assess.py)
 
     def to_dict(self) -> dict:
         return {"runtime": self.runtime, "input": self.input, "first_diverging": self.first_diverging,
-                "missing": self.missing, "stages": [c.to_dict() for c in self.stages]}
+                "missing": self.missing, "stages": [c.to_dict() for c in self.stages],
+                "bound_checks": [j.to_dict() for j in self.judgements]}
 
 
 def localise(reference: Runtime, runtime: Runtime, x: np.ndarray, input_name: str, atol: float,
@@ -47,9 +49,18 @@ def localise(reference: Runtime, runtime: Runtime, x: np.ndarray, input_name: st
 # of a sum of n products is bounded by gamma_n times the magnitudes summed (Higham ch. 3), so an
 # absolute error is meaningful only against the size of what was added, not of the result (a
 # subtraction that cancels leaves a small result carrying the inputs' rounding). DEEP_RTOL is that
-# bound's allowance: 1e-4 x scale for float32 is ~800 u, far above what reordering a dot of a few
+# bound's allowance: 1e-4 x scale for float32 is ~1,700 u, far above what reordering a dot of a few
 # thousand terms produces (~sqrt(n) u) and two orders below a 1% change of one weight tensor.
 DEEP_RTOL = {"float32": 1e-4, "float64": 1e-10, "float16": 1e-2}
+
+
+def short(name: str) -> str:
+    """A TF/ONNX name without the call wrappers a SavedModel signature adds ('StatefulPartitionedCall/')."""
+    while True:
+        head, sep, rest = name.partition("/")
+        if not sep or head not in ("StatefulPartitionedCall", "PartitionedCall"):
+            return name
+        name = rest
 
 
 @dataclass
@@ -89,10 +100,11 @@ class TensorLocalisation(Localisation):
         if self.first is None:
             return self.note or f"all {self.matched} matched tensors agree"
         p, c = self.first.pair, self.first.comparison
-        line = (f"TF op {p.tf_op} ({p.tf_type}) = ONNX node {p.onnx_node} ({p.onnx_type}): max abs {c.max_abs:.3g}, "
+        line = (f"TF op {short(p.tf_op)} ({p.tf_type}) = ONNX node {short(p.onnx_node)} ({p.onnx_type}): "
+                f"max abs {c.max_abs:.3g}, "
                 f"max rel {c.max_rel:.3g} (allowed {c.atol:.3g} abs at scale {self.first.scale:.3g})")
         last = self.last_agreeing
-        line += f"; last agreeing tensor {last.pair.tf_tensor}" if last else "; no agreeing tensor before it"
+        line += f"; last agreeing tensor {short(last.pair.tf_tensor)}" if last else "; no agreeing tensor before it"
         return line + f"; {self.matched} of {self.tf_tensors} TF tensors matched"
 
     def to_dict(self) -> dict:
@@ -108,7 +120,8 @@ class TensorLocalisation(Localisation):
                  f"{self.matched} of {self.tf_tensors} TF tensors matched):"]
         for c in self.checks:
             p, cmp = c.pair, c.comparison
-            lines.append(f"  {'pass' if cmp.passed else 'FAIL'}  {p.tf_tensor} ({p.tf_type}) = {p.onnx_value} "
+            verdict = "pass" if cmp.passed else "FAIL"
+            lines.append(f"  {verdict}  {short(p.tf_tensor)} ({p.tf_type}) = {short(p.onnx_value)} "
                          f"({p.onnx_type}{', NCHW' if p.nchw else ''})  max abs {cmp.max_abs:.3g}  "
                          f"scale {c.scale:.3g}")
         return "\n".join(lines)

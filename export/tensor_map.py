@@ -7,7 +7,8 @@ become one Conv named after the Mul), and it moves 4-D convnet tensors to NCHW. 
 therefore kept only when all of these hold:
 
   1. the ONNX value has the TF tensor's name and is output k of a node named as the TF op, where
-     the TF tensor is output k of that op;
+     the TF tensor is output k of that op (the node that makes a graph output, whose value
+     tf2onnx renames to the output's name, is found by its node name);
   2. the ONNX op type computes what the TF op type computes (`SAME_OP`); a node that absorbed a
      bias (a Conv or Gemm with a third input whose TF op has two) is not the TF op alone;
   3. the shapes agree, given the value's layout: NCHW for the outputs of ONNX's convolution and
@@ -152,6 +153,8 @@ def build(graph_def, proto, tf_shapes: Mapping[str, tuple] | None = None,
     initializers = {i.name for i in proto.graph.initializer}
     layouts = onnx_layouts(proto)
     tf_names = {n.name for n in graph_def.node}
+    onnx_by_name = {n.name: n for n in proto.graph.node}
+    graph_outputs = {o.name for o in proto.graph.output}
     pairs: dict[str, Pair] = {}
     unmatched, tf_inputs, tf_types = {}, {}, {}
     order = [n for n in _tf_topological(graph_def)]
@@ -181,10 +184,15 @@ def build(graph_def, proto, tf_shapes: Mapping[str, tuple] | None = None,
         if node.op in skip:
             continue
         t = f"{node.name}:0"  # the op's result; later outputs (FusedBatchNorm's statistics) are not compared
+        v = t
         if t not in producers:
-            unmatched[t] = "no ONNX value of this name (fused, folded or renamed)"
-            continue
-        onode, ok = producers[t]
+            # tf2onnx renames the value of the node that makes a graph output to the output's name
+            renamed = onnx_by_name.get(node.name)
+            if renamed is None or not renamed.output or renamed.output[0] not in graph_outputs:
+                unmatched[t] = "no ONNX value of this name (fused, folded or renamed)"
+                continue
+            v = renamed.output[0]
+        onode, ok = producers[v]
         why = None
         if onode.name != node.name or ok != 0:
             why = f"ONNX value is output {ok} of node {onode.name}"
@@ -192,18 +200,18 @@ def build(graph_def, proto, tf_shapes: Mapping[str, tuple] | None = None,
             why = f"TF {node.op} became ONNX {onode.op_type} (fused or rewritten)"
         elif onode.op_type in ("Conv", "Gemm") and len([i for i in onode.input if i]) > len(data_inputs):
             why = f"ONNX {onode.op_type} absorbed a bias the TF {node.op} does not add"
-        why = why or shape_problem(t, t)
+        why = why or shape_problem(t, v)
         if why is not None:
             unmatched[t] = why
         else:
-            pairs[t] = _pair(t, node.name, node.op, t, onode, layouts.get(t, False), tf_shapes)
+            pairs[t] = _pair(t, node.name, node.op, v, onode, layouts.get(v, False), tf_shapes)
     taken = {p.onnx_value for p in pairs.values()}
-    onnx_by_name = {n.name: n for n in proto.graph.node}
     for direct in list(pairs.values()):
         onode = onnx_by_name[direct.onnx_node]
         for t, v in zip(tf_inputs[direct.tf_op], onode.input):
             op = t.rsplit(":", 1)[0]
-            if t in pairs or v in taken or v in initializers or v not in producers or not t.endswith(":0"):
+            if t in pairs or v in taken or v in initializers or v not in producers or not t.endswith(":0") \
+                    or (v == t and t in unmatched):  # refused by name above: the consumer does not overrule
                 continue
             if tf_types.get(op) in skip | {"Identity"} or shape_problem(t, v):
                 continue

@@ -54,6 +54,16 @@ def table(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def part(repeats: int) -> dict:
+    """The bench suite's part (bench.json): export + verify seconds and latency rows."""
+    figures = time_model_export(repeats)
+    ev = figures["export_verify_s"]
+    rows = [{"runtime": rt, "batch": b, "median_ms": statistics.median(s) * 1e3, "low_ms": min(s) * 1e3,
+             "high_ms": max(s) * 1e3} for (rt, b), s in sorted(figures["latency"].items())]
+    return {"model": f"MobileNetV2 {INPUT[0]}x{INPUT[1]}, weights=None", "export_verify_s": ev,
+            "export_verify_median_s": statistics.median(ev), "rows": rows, "table": table(figures)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)

@@ -128,3 +128,31 @@ def test_an_unconvertible_graph_is_refused_and_nothing_is_written(tmp_path):
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_the_tensor_map_pairs_fused_nodes_through_their_consumer(corpus_exports):
+    """tf2onnx fuses Conv2D + BiasAdd + the BatchNorm's Mul/Add into one Conv named after the Mul:
+    the name pair (TF Mul = ONNX Conv) is refused, the Conv's value is paired with the BatchNorm's
+    final AddV2 through the ReLU that reads it, and NCHW values are compared in TF's layout."""
+    from tfscope.export import tensor_map
+
+    report = corpus_exports["convnet"][1]
+    pairs = [c.pair for c in report.deep.checks]
+    by_type = {(p.tf_type, p.onnx_type) for p in pairs}
+    assert ("AddV2", "Conv") in by_type, by_type  # the fused Conv+BN, found through its consumer
+    assert all(p.onnx_type in tensor_map.SAME_OP[p.tf_type] or p.onnx_value != p.tf_tensor for p in pairs)
+    assert any(p.nchw for p in pairs) and any(p.pooled for p in pairs)
+    assert any("fused or rewritten" in why for why in report.deep.unmatched.values())
+    for check in report.deep.checks:  # every pair holds the same quantity on a correct export
+        assert check.comparison.passed and check.comparison.shape_ok, check.pair
+
+
+def test_an_op_xla_cannot_compile_is_named():
+    import tensorflow as tf
+
+    from tfscope.export.model_runtimes import ModelRuntime, probe_xla
+
+    f = tf.function(lambda x: tf.strings.length(tf.strings.as_string(x)), jit_compile=True)
+    rt = ModelRuntime("xla", lambda feeds: {"n": f(tf.constant(feeds["x"])).numpy()})
+    probe_xla(rt, {"x": np.ones(2, np.float32)})
+    assert rt.error == "not compilable: AsString"
