@@ -63,7 +63,8 @@ def _window(calls: int | None, module: hlo.HloModule | None) -> int:
 
 def profile_compiled(xla_fn: Callable, graph_fn: Callable, args: Sequence, logdir: str | Path, *,
                      calls: int | None = None, force: bool = False, roofs: Roofs | None = None,
-                     source: Path | None = None, top: int = 15, warn: Callable[[str], None] | None = None) -> dict:
+                     source: Path | None = None, top: int = 15, warn: Callable[[str], None] | None = None,
+                     title: str | None = None) -> dict:
     """Profile `xla_fn(*args)` (a jit_compile=True tf.function), or `graph_fn(*args)` when XLA
     refuses it; write LOGDIR's hot-path and roofline reports; return the hot-path report with the
     roofline under "roofline" (None in graph mode) and the refusal under "xla_refused"."""
@@ -103,6 +104,7 @@ def profile_compiled(xla_fn: Callable, graph_fn: Callable, args: Sequence, logdi
     report["roofline"] = None
     if hlo_text and report["kind"] == "hlo":
         report["roofline"] = roofline.build(report, hlo_text, measured)
+        report["roofline"]["title"] = title
         roofline.write(report["roofline"], logdir, top)
     hot_path.write({k: v for k, v in report.items() if k != "roofline"}, logdir)
     return report
@@ -171,8 +173,11 @@ def profile_model(source, feeds: dict, logdir: str | Path, *, train: bool = Fals
         xla_fn, graph_fn, args = train_step(source, feeds)
     else:
         xla_fn, graph_fn, args = source.function(jit_compile=True), source.function(), tuple(source._args(feeds))
+    inputs = ", ".join(f"{'x'.join(map(str, v.shape))}" for v in feeds.values())
+    what = "training step" if train else "inference"
+    title = f"{Path(model_path).name if model_path else source.kind} {what}, {inputs}"
     report = profile_compiled(xla_fn, graph_fn, args, logdir, calls=calls, force=force, roofs=roofs,
-                              source=model_path, top=top)
+                              source=model_path, top=top, title=title)
     report["model"] = source.description
     report["train"] = train
     report["feeds"] = {k: list(v.shape) for k, v in feeds.items()}

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 COLORS = {"compute": "#c0392b", "memory": "#2471a3", "overhead": "#7f8c8d"}
-LABELLED = 8
+LABELLED = 6
+# Label offsets (points) tried in turn, so labels of neighbouring instructions fan out instead of overlapping.
+OFFSETS = ((14, 18), (14, -26), (-150, 22), (-150, -30), (40, 48), (40, -58), (-170, 56), (-170, -66))
 
 
 def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
@@ -51,19 +53,21 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
         share = sum(p["share"] for p in hidden)
         ax.scatter([], [], s=20, color="white", edgecolors="#999",
                    label=f"not drawn (0 FLOP: copy, transpose...): {len(hidden)}, {100 * share:.1f}% of step")
-    for p in sorted(drawn, key=lambda p: -p["share"])[:LABELLED]:
-        ax.annotate(f"{p['name']}\n{100 * p['share']:.1f}%, {p['gflops']:.1f} GFLOP/s",
-                    (p["intensity"], p["gflops"]), xytext=(8, 6), textcoords="offset points", fontsize=7.5,
-                    color="#333", zorder=4,
-                    arrowprops={"arrowstyle": "-", "color": "#aaa", "lw": 0.6})
+    for p, offset in zip(sorted(drawn, key=lambda p: -p["share"])[:LABELLED], OFFSETS):
+        ax.annotate(f"{p['name']}: {100 * p['share']:.1f}%\n{p['gflops']:.3g} GFLOP/s, {p['gbs']:.3g} GB/s",
+                    (p["intensity"], p["gflops"]), xytext=offset, textcoords="offset points", fontsize=7.5,
+                    color="#333", zorder=4, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "lw": 0.5},
+                    arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6})
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo_x, hi_x)
     ax.set_ylim(lo_y, hi_y)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("achieved GFLOP/s (under the profiler)")
-    ax.set_title(title or f"{report['hlo_module'].split('__')[0]}: {report['flops_per_call'] / 1e6:.1f} MFLOP per "
-                 f"call, point area = share of step time", fontsize=10)
+    name = report.get("title") or report["hlo_module"].split("__")[0]
+    ax.set_title(title or f"{name}: {report['flops_per_call'] / 1e6:.1f} MFLOP per call, "
+                 f"{report['achieved_gflops_overall']:.2f} GFLOP/s overall; point area = share of step time",
+                 fontsize=10)
     ax.grid(True, which="major", color="#ddd", lw=0.6)
     ax.legend(loc="lower right", fontsize=8, frameon=True, markerscale=0.5)
     fig.tight_layout()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 RUN_ONLY = ("mode", "steps_per_call", "per_instruction")
-MODEL_ONLY = ("shape", "range", "inputs", "batch_size", "signature", "train")
+MODEL_ONLY = ("shape", "range", "inputs", "batch_size", "signature", "train", "threads")
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -67,6 +67,10 @@ def cmd_profile_model(args: argparse.Namespace) -> int:
     check_logdir(logdir, model_path, args.force)
     from tfscope.core.sources.source import SERVING, load_keras, load_saved_model
 
+    if args.threads:  # before TensorFlow creates its thread pools, which its first op does
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     source = load_keras(model_path) if args.keras else load_saved_model(model_path, args.signature or SERVING)
     sets = feeds.generate(source.inputs, shapes, ranges, (args.batch_size or 8,), npz=args.inputs)
     feed = next(iter(sets.values()))
@@ -116,6 +120,9 @@ def register(sub) -> None:
     p.add_argument("--train", action="store_true",
                    help="a Keras model: profile one training step (forward, compiled loss or mean squared output, "
                         "gradient, SGD update) instead of inference")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="a model: XLA:CPU's intra-op threads, for the roofs and the capture alike (default: one per "
+                        "core); 1 runs the instructions one after another, so none waits for a hand-off")
     p.add_argument("--top", type=int, default=10, metavar="N", help="ops to print (default: 10; the files hold all)")
     p.add_argument("--force", action="store_true", help="replace an earlier profile in LOGDIR")
     p.set_defaults(func=cmd_profile)
