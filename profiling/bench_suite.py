@@ -245,7 +245,10 @@ def run(plan: Plan, quick: bool = False) -> dict:
 
         result["model_export"] = bench_model_export.part(plan.repeats)
     result["scaling"] = scaling(plan, result["compute_bound"]["ceiling"]["gflops"])
-    result["figures"] = figures(result)
+    from tfscope.profiling import bench_digits  # part 6: the digits convnet against Keras fit
+
+    result["digits"] = bench_digits.run(quick, plan.repeats)
+    result["figures"] = figures(result) + bench_digits.figures(result["digits"])
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -297,6 +300,10 @@ def table(result: dict) -> str:
     if "model_export" in result:
         lines += ["", "5. Your own model: export + verify, and inference per call", result["model_export"]["table"]]
     lines += scaling_table(result["scaling"])
+    if "digits" in result:
+        from tfscope.profiling import bench_digits
+
+        lines += bench_digits.table_lines(result["digits"])
     lines += ["", "Figures (goal -> this run)"]
     for f in result["figures"]:
         bound = "<=" if f.get("at_most") else ">="

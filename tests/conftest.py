@@ -54,3 +54,30 @@ os.environ["TFSCOPE_COMPILE_CACHE"] = _TEST_COMPILE_CACHE
 def _remove_test_compile_cache():
     yield
     shutil.rmtree(_TEST_COMPILE_CACHE, ignore_errors=True)
+
+
+# The digits networks (tests/test_digits.py): one convnet and one MLP, each trained once in fused mode on
+# the built-in 8x8 digits with a seeded, stratified 20% held out.
+DIGITS_CONVNET = dict(net="conv:8x3,pool:2,flatten,dense", activation="relu", batch_size=64, learning_rate=0.01,
+                      steps=400)
+DIGITS_MLP = dict(hidden=[64], activation="relu", batch_size=64, learning_rate=0.01, steps=300)
+
+
+def _digits_run(tmp_path_factory, name: str, settings: dict):
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.train.run import train
+
+    out = tmp_path_factory.mktemp(f"digits_{name}") / "run"
+    cfg = TrainConfig(data="digits", task="classify", loss="cross_entropy", val_fraction=0.2, target_loss=0.0,
+                      **settings)
+    return train(cfg, out)
+
+
+@pytest.fixture(scope="session")
+def digits_convnet(tmp_path_factory):
+    return _digits_run(tmp_path_factory, "convnet", DIGITS_CONVNET)
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(tmp_path_factory):
+    return _digits_run(tmp_path_factory, "mlp", DIGITS_MLP)

@@ -320,3 +320,101 @@ def test_structured_csv_defect_is_located(table, draw):
     with pytest.raises(DataError) as e:
         data.parse_csv(bad, "t.csv", dtype="float64")
     assert_one_line_error(e, "t.csv: ", *parts)
+
+
+# -- image data (core/data/images.py) and bad input under --task classify / --net -------------------
+
+def _npz(tmp_path: Path, name: str = "i.npz", **arrays) -> Path:
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return p
+
+
+def test_npz_images_and_labels_load(tmp_path):
+    from tfscope.core.data import images
+
+    x = np.arange(4 * 3 * 3 * 2, dtype=np.float64).reshape(4, 3, 3, 2)
+    p = _npz(tmp_path, x=x, y=np.array(["cat", "dog", "cat", "cat"]))
+    d = data.load(str(p), task="classify")
+    assert d.x.shape == (4, 3, 3, 2) and d.x.dtype == np.float32 and np.array_equal(d.x, x)
+    assert d.classes == ("cat", "dog") and d.z[:, 0].tolist() == [0, 1, 0, 0]
+    r = images.load_npz(_npz(tmp_path, "r.npz", x=x[:, :, 0, 0], y=np.arange(4.0)), "float64")
+    assert r.x.shape == (4, 3) and r.z.tolist() == [[0.0], [1.0], [2.0], [3.0]] and not r.classes
+
+
+NPZ_BAD = [
+    (dict(y=np.zeros(4)), "classify", ["i.npz: no array 'x' (the file has: y)"]),
+    (dict(x=np.zeros((4, 3, 3, 1))), "classify", ["i.npz: no array 'y' (the file has: x)"]),
+    (dict(x=np.zeros((4, 3, 3, 1)), y=np.zeros(5)), "classify", ["i.npz: x has 4 rows but y has 5"]),
+    (dict(x=np.zeros((4, 3, 3)), y=np.arange(4) % 2), "classify",
+     ["i.npz: x has shape (4, 3, 3); images need rank 4 (N, H, W, C)", "add a channel axis"]),
+    (dict(x=np.zeros((4, 2)), y=np.ones(4)), "classify", ["i.npz: y holds one class ('1')"]),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 1, 0.5, 1])), "classify", ["i.npz: y[2]: 0.5 is not a class label"]),
+    (dict(x=np.zeros((3, 2)), y=np.array([0, 1, 2])), "classify", ["i.npz: y has 3 classes in 3 rows"]),
+    (dict(x=np.array([[0.0, np.nan], [1, 1], [2, 2]]), y=np.array([0, 1, 0])), "classify",
+     ["i.npz: x[0, 1] is not finite"]),
+]
+
+
+@pytest.mark.parametrize("arrays,task,parts", NPZ_BAD, ids=[f"npz{i}" for i in range(len(NPZ_BAD))])
+def test_bad_npz_is_one_line_naming_the_array(tmp_path, arrays, task, parts):
+    p = _npz(tmp_path, **arrays)
+    with pytest.raises(DataError) as e:
+        data.load(str(p), task=task)
+    assert_one_line_error(e, str(p), *parts)
+
+
+def test_not_an_npz_is_one_line(tmp_path):
+    p = write(tmp_path, "a,b\n1,2\n", "fake.npz")
+    with pytest.raises(DataError) as e:
+        data.load(str(p))
+    assert_one_line_error(e, str(p), "not a readable npz file")
+
+
+def test_bad_classify_and_net_input_exit_2_before_tensorflow_and_touch_nothing(tmp_path):
+    """Through the command line, in one process: each case is one line, status 2, TensorFlow never
+    imported, and an existing run directory left as it was."""
+    import subprocess
+    import sys
+
+    one = write(tmp_path, "a,c\n1,x\n2,x\n3,x\n", "one.csv")
+    flt = write(tmp_path, "a,c\n1,0\n2,0.5\n3,1\n", "float.csv")
+    many = write(tmp_path, "a,c\n1,p\n2,q\n", "many.csv")
+    noy = _npz(tmp_path, "noy.npz", x=np.zeros((4, 8, 8, 1)))
+    short = _npz(tmp_path, "short.npz", x=np.zeros((4, 8, 8, 1)), y=np.arange(3))
+    rank = _npz(tmp_path, "rank.npz", x=np.zeros((4, 8, 8)), y=np.arange(4) % 2)
+    small = _npz(tmp_path, "small.npz", x=np.zeros((4, 4, 4, 1)), y=np.arange(4) % 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}", encoding="utf-8")
+    cases = [
+        (["--data", str(one), "--task", "classify"], f"{one}: column 'c' holds one class ('x')"),
+        (["--data", str(flt), "--task", "classify"], f"{flt}: row 3, column 'c': 0.5 is not a class label"),
+        (["--data", str(many), "--task", "classify"], f"{many}: column 'c' has 2 classes in 2 rows"),
+        (["--data", str(noy), "--task", "classify"], f"{noy}: no array 'y'"),
+        (["--data", str(short), "--task", "classify"], f"{short}: x has 4 rows but y has 3"),
+        (["--data", str(rank), "--task", "classify"], f"{rank}: x has shape (4, 8, 8); images need rank 4"),
+        (["--data", str(small), "--task", "classify", "--net", "conv:4x3:valid,conv:4x3:valid,flatten,dense"],
+         "net: layer 2 'conv:4x3:valid': on a 2x2 input gives a 0x0 output (below 1)"),
+        (["--task", "classify", "--net", "conv:4x3,bogus,dense"], "net: layer 2 'bogus': unknown layer"),
+        (["--task", "classify", "--loss", "mse"], "loss: mse does not fit task classify"),
+        (["--val-fraction", "1.5"], "val fraction: must be in [0, 1), got 1.5"),
+    ]
+    code = f"""
+import sys, contextlib, io
+from tfscope.cli import main
+for args, want in {[(a, w) for a, w in cases]!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status = main(["train", "--out", {str(run)!r}, "--force", *args])
+        except SystemExit as e:
+            status = e.code
+    lines = err.getvalue().strip().splitlines()
+    assert status == 2, (args, status, lines)
+    assert len(lines) == 1 and want in lines[0], (want, lines)
+assert 'tensorflow' not in sys.modules, 'tensorflow imported'
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert [p.name for p in run.iterdir()] == ["config.json"]  # --force replaced nothing
+    assert (run / "config.json").read_text(encoding="utf-8") == "{}"

@@ -10,7 +10,7 @@ finite-difference route use without knowing the layer's kind:
   backward(cache, d_out) (d_in, [d param for each of params]): the layer's vector-Jacobian product
 
 Images are NHWC. Convolution's backward is the pair of transposed convolutions
-(`conv2d_backprop_input` for the input, `conv2d_backprop_filter` for the filter). Pooling's is
+(Conv2DBackpropInput for the input, Conv2DBackpropFilter for the filter). Pooling's is
 written out: windows are gathered as patches (`extract_patches`), max pooling sends each window's
 gradient to its first maximum (the argmax mask), average pooling spreads it evenly over the
 window's real (non-padding) cells, and patches go back to pixels through the adjoint of the
@@ -65,8 +65,11 @@ class Conv2D(tf.Module):
     def backward(self, cache, d_out: tf.Tensor):
         x, pre, out = cache
         d_pre = d_out * activations.derivative(self.activation)(pre, out)  # (batch, h_out, w_out, c_out)
-        d_x = tf.nn.conv2d_backprop_input(tf.shape(x), self.w, d_pre, self.stride, self.padding)  # like x
-        d_w = tf.nn.conv2d_backprop_filter(x, self.w.shape, d_pre, self.stride, self.padding)  # like w
+        strides = [1, self.stride, self.stride, 1]
+        d_x = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=self.w, out_backprop=d_pre,
+                                             strides=strides, padding=self.padding)  # like x
+        d_w = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(self.w), out_backprop=d_pre,
+                                              strides=strides, padding=self.padding)  # like w
         return d_x, [d_w, tf.reduce_sum(d_pre, axis=[0, 1, 2])]
 
 
@@ -109,7 +112,9 @@ class _Pool(tf.Module):
                 for ch in range(c):
                     onehot[i, j, ch, (i * k + j) * c + ch] = 1.0
         flat = tf.reshape(g, [-1, int(g.shape[1]), int(g.shape[2]), k * k * c])  # (batch, h_out, w_out, k*k*c)
-        full = tf.nn.conv2d_backprop_input(padded_shape, tf.constant(onehot, g.dtype), flat, self.stride, "VALID")
+        full = tf.raw_ops.Conv2DBackpropInput(input_sizes=padded_shape, filter=tf.constant(onehot, g.dtype),
+                                              out_backprop=flat, strides=[1, self.stride, self.stride, 1],
+                                              padding="VALID")
         (t, _), (lft, _) = (_pads(int(d), self.size, self.stride, self.padding) for d in x_shape[1:3])
         return full[:, t:t + int(x_shape[1]), lft:lft + int(x_shape[2]), :]  # like x
 

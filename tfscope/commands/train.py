@@ -112,9 +112,6 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
     from tfscope.core import compile_cache
 
     compile_cache.configure(enabled=not args.no_compile_cache)  # before the first XLA compilation
-    from tfscope.core import tf_import
-
-    tf_import.tensorflow()  # without the Keras it would load for nothing
     from tfscope.core.data import tables as data_mod
     from tfscope.core.train.run_dir import check_dir
 
@@ -124,6 +121,9 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
     from tfscope.core.nn import netspec
 
     netspec.check(config.net, dataset.x.shape[1:])  # and a network that cannot take its images
+    from tfscope.core import tf_import
+
+    tf_import.tensorflow()  # without the Keras it would load for nothing; after every check above
     if args.strategy != "none":  # devices and threads are set before TensorFlow starts: ahead of any op
         from tfscope.core.train.distributed import make_strategy
 
