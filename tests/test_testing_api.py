@@ -3,12 +3,13 @@ numpy function: passing checks pass, a planted error is found at its exact eleme
 and optimiser checks agree with their oracles (and catch a planted mistake).
 
 One tiny Keras model (3 -> 4 relu -> 2) is exported once per session by the plugin's own
-tfscope_export fixture (SavedModel + ONNX through export/convert.py).
+tfscope_export fixture (export/writer.export_model: SavedModel + ONNX, verified).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -30,7 +31,9 @@ def model():
 
 @pytest.fixture(scope="session")
 def exported(model, tfscope_export):
-    return tfscope_export(model)
+    result = tfscope_export(model, deep=False, reference=False)  # the lighter verify; the README example runs all
+    assert result.report.passed and result.onnx.is_file() and (result.saved_model / "saved_model.pb").is_file()
+    return result
 
 
 def forward(model):
@@ -59,6 +62,8 @@ def test_keras_vs_its_onnx_file_session_and_saved_model(model, exported):
         # an ONNX side gives verify's verdict: both sides within the propagated float32 rounding bound
         assert (0 < result.bound_use < 1) if rule == "bound" else (result.why_not_bound and result.bound_use is None)
     assert "batch_64" in result.table() and "pass" in result.table()
+    # a signature states its inputs: it can be the reference that the inputs are generated from
+    assert [c.got_shape for c in testing.assert_equivalent(signature, model).comparisons] == [[1, 2], [7, 2], [64, 2]]
 
 
 def test_keras_vs_a_plain_function_on_given_feeds(model):
@@ -95,18 +100,20 @@ def test_a_planted_error_is_named_at_its_element(model):
 def test_an_onnx_file_with_a_changed_weight_fails(model, exported, tmp_path):
     import onnx
 
-    proto = onnx.load(str(exported.onnx))
+    changed = tmp_path / "export"
+    shutil.copytree(exported.directory, changed)
+    proto = onnx.load(str(changed / "model.onnx"))
     init = next(i for i in proto.graph.initializer if list(i.dims) == [3, 4])  # the first layer's kernel
     w = onnx.numpy_helper.to_array(init).copy()
     w.flat[0] += 0.5
     init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
-    onnx.save(proto, str(tmp_path / "changed.onnx"))
-    with pytest.raises(AssertionError, match=r"(?s)ONNX changed.onnx differs from .*bound use.*"
+    onnx.save(proto, str(changed / "model.onnx"))
+    with pytest.raises(AssertionError, match=r"(?s)ONNX model.onnx differs from .*bound use.*"
                                              r"first diverging element: input set '\w+', output '\w+', row \d+, "
                                              r"index \[\d\]: reference ") as e:
-        testing.assert_equivalent(model, tmp_path / "changed.onnx")
-    # both sides are graphs: the tensor-by-tensor localisation (export/model_parity.py) names the
-    # first layer's MatMul, the op whose weight changed, with nothing agreeing before it
+        testing.assert_equivalent(model, changed / "model.onnx")
+    # both sides are graphs: the tensor-by-tensor localisation (export/model_parity.py, against the
+    # export's own TF graph) names the first layer's MatMul, whose weight changed, nothing agreeing before it
     op = next(line for line in str(e.value).splitlines() if line.startswith("first diverging op: "))
     assert "MatMul" in op and "no agreeing tensor before it" in op, op
 

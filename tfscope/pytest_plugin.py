@@ -2,8 +2,9 @@
 
   fixture tfscope_inputs     tfscope_inputs(model, shapes=..., ranges=..., batch_sizes=..., seed=...):
                              seeded feed sets from the model's signature (core/sources/feeds.generate)
-  fixture tfscope_export     tfscope_export(model, opset=17): the model exported once per session
-                             into a temporary directory (SavedModel + ONNX); returns their paths
+  fixture tfscope_export     tfscope_export(model, opset=17, **options): the model exported once per
+                             session into a temporary directory by tfscope's export writer (SavedModel
+                             + ONNX, verified); returns tfscope.testing.Exported (paths and the Report)
   --tfscope-report FILE      every check's numbers (tfscope.testing.CHECKS) as JSON
   terminal summary           one line: checks run, passed/failed, worst tolerance use (and bound use)
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,29 +132,20 @@ def tfscope_inputs():
     return generate_inputs
 
 
-@dataclass
-class Exported:
-    """One model exported by tfscope_export."""
-
-    directory: Path
-    saved_model: Path
-    onnx: Path
-
-
 @pytest.fixture(scope="session")
 def tfscope_export(tmp_path_factory):
-    """A function: tfscope_export(model, opset=17) -> Exported, converting each model (by identity,
-    or a path by its resolved name) once per session into a temporary directory."""
-    from tfscope.testing import export_model
+    """A function: tfscope_export(model, opset=17, **options) -> tfscope.testing.Exported (directory,
+    saved_model, onnx, report), exporting each model (by identity, or a path by its resolved name)
+    once per session into a temporary directory with tfscope's own export writer, verified."""
+    from tfscope.testing import export
 
-    done: dict[Any, tuple[Any, Exported]] = {}  # the model is kept so that its id is not reused
+    done: dict[Any, tuple[Any, Any]] = {}  # the model is kept so that its id is not reused
 
-    def export(model: Any, opset: int = 17) -> Exported:
-        key = (str(Path(model).resolve()) if isinstance(model, (str, Path)) else id(model), opset)
+    def run(model: Any, opset: int = 17, **options: Any):
+        key = (str(Path(model).resolve()) if isinstance(model, (str, Path)) else id(model), opset,
+               json.dumps(options, sort_keys=True, default=str))
         if key not in done:
-            directory = tmp_path_factory.mktemp("tfscope_export")
-            saved_model, onnx = export_model(model, directory, opset)
-            done[key] = (model, Exported(directory, saved_model, onnx))
+            done[key] = (model, export(model, tmp_path_factory.mktemp("tfscope_export"), opset, **options))
         return done[key][1]
 
-    return export
+    return run

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare, errors
+from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare
 
 RULES = ("auto", "polygraphy")  # auto: the rounding-bound verdict where one side is an ONNX graph, else Polygraphy's
 CHECKS: list[dict] = []  # every check of this process, as JSON-ready records (the pytest plugin adds "test")
@@ -47,13 +47,14 @@ class Side:
     specs: list | None = None  # [InputSpec] when the model states them
     output_names: list[str] = field(default_factory=list)
     graph: Any = None  # the TF Source or the onnx.ModelProto, where the side is a graph (for localisation)
+    path: Path | None = None  # the ONNX file, when the side was read from one
 
 
 def _is_onnx_session(model: Any) -> bool:
     return type(model).__module__.startswith("onnxruntime") and hasattr(model, "get_inputs")
 
 
-def _onnx_side(session, label: str, proto: Any = None) -> Side:
+def _onnx_side(session, label: str, proto: Any = None, path: Path | None = None) -> Side:
     from tfscope.core.sources.feeds import InputSpec
 
     types = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
@@ -70,7 +71,7 @@ def _onnx_side(session, label: str, proto: Any = None) -> Side:
         cast = {s.name: np.asarray(feeds[s.name]).astype(s.dtype, copy=False) for s in specs}
         return [np.asarray(v) for v in session.run(None, cast)]
 
-    return Side(label, "onnx", run, specs, outputs, proto)
+    return Side(label, "onnx", run, specs, outputs, proto, path)
 
 
 def _source_side(source, label: str | None = None) -> Side:
@@ -79,6 +80,17 @@ def _source_side(source, label: str | None = None) -> Side:
         return [out[k] for k in source.outputs]
 
     return Side(label or source.description, source.kind, run, list(source.inputs), list(source.outputs), source)
+
+
+def _signature_specs(fn: Any) -> list | None:
+    """The keyword inputs of a SavedModel signature (a ConcreteFunction), as InputSpecs."""
+    structured = getattr(fn, "structured_input_signature", None)
+    if not structured or not isinstance(structured[1], Mapping) or not structured[1]:
+        return None
+    from tfscope.core.sources.feeds import InputSpec
+
+    return [InputSpec(name, spec.dtype.name, tuple(spec.shape.as_list()) if spec.shape.rank is not None else ())
+            for name, spec in structured[1].items()]
 
 
 def _callable_side(fn: Callable, label: str) -> Side:
@@ -92,7 +104,8 @@ def _callable_side(fn: Callable, label: str) -> Side:
             values = [result]
         return [np.asarray(v) for v in values]
 
-    return Side(label, "function", run)
+    specs = _signature_specs(fn)
+    return Side(label, "saved_model" if specs else "function", run, specs)
 
 
 def side(model: Any, label: str | None = None) -> Side:
@@ -112,7 +125,7 @@ def side(model: Any, label: str | None = None) -> Side:
             so = ort.SessionOptions()
             so.log_severity_level = 3
             return _onnx_side(ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]),
-                              label or f"ONNX {p.name}", onnx.load(str(p)))
+                              label or f"ONNX {p.name}", onnx.load(str(p)), p)
         return _source_side(as_source(p), label)
     if _is_onnx_session(model):
         path = getattr(model, "_model_path", None)  # set when the session was built from a file
@@ -121,11 +134,13 @@ def side(model: Any, label: str | None = None) -> Side:
             import onnx
 
             proto = onnx.load(path)
-        return _onnx_side(model, label or "onnxruntime session", proto)
+        return _onnx_side(model, label or "onnxruntime session", proto, Path(path) if path else None)
     if isinstance(model, Source) or (hasattr(model, "inputs") and hasattr(model, "get_weights")):
         return _source_side(as_source(model), label or (f"Keras model {model.name!r}" if hasattr(model, "name")
                                                          and not isinstance(model, Source) else None))
     if callable(model):
+        if _signature_specs(model) is not None:
+            return _callable_side(model, label or "SavedModel signature")
         name = getattr(model, "__name__", None) or type(model).__name__
         return _callable_side(model, label or f"function {name}")
     raise AssertionError(f"cannot compare a {type(model).__name__}: give a Keras model, a .keras/.onnx path, a "
@@ -199,19 +214,12 @@ def first_divergence(c: Comparison, ref: np.ndarray, got: np.ndarray) -> Diverge
 
 
 def tolerance_use(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) -> float:
-    """How much of Polygraphy's tolerance the worst element uses: max over elements of
-    min(abs error / atol, rel error / rtol); an element fails where this exceeds 1; NaN -> inf."""
-    if np.shape(ref) != np.shape(got):
-        return math.inf
-    abs_err, rel_err, nan = errors(np.asarray(ref), np.asarray(got))
-    if nan.any():
-        return math.inf
-    if abs_err.size == 0:
-        return 0.0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        a = np.where(abs_err == 0, 0.0, abs_err / atol) if atol > 0 else np.where(abs_err == 0, 0.0, np.inf)
-        r = np.where(rel_err == 0, 0.0, rel_err / rtol) if rtol > 0 else np.where(rel_err == 0, 0.0, np.inf)
-    return float(np.max(np.minimum(a, r)))
+    """How much of Polygraphy's tolerance the worst element uses (> 1 fails; inf for NaN or a shape
+    mismatch): export/verdict.py's fixed-rule use, the figure `tfscope verify` reports."""
+    from tfscope.export.verdict import judge
+
+    j = judge(np.asarray(got), np.asarray(ref), eager=np.asarray(ref), atol=atol, rtol=rtol)
+    return j.bound_use if j.passed or j.bound_use > 1 else math.inf  # failed on NaN or dtype: no finite use
 
 
 def diverging_op(ref: Side, cand: Side, feeds: Mapping[str, np.ndarray], set_name: str, dtype) -> str | None:
@@ -224,11 +232,16 @@ def diverging_op(ref: Side, cand: Side, feeds: Mapping[str, np.ndarray], set_nam
     onnx_side = next((s for s in (ref, cand) if s.kind == "onnx" and s.graph is not None), None)
     if tf_side is None or onnx_side is None:
         return None
-    from tfscope.export.model_parity import deep_check
+    from tfscope.export.model_parity import converted_graph, deep_check, read_meta
     from tfscope.export.model_runtimes import ort_runtime
 
+    graph = tf_side.graph
+    if onnx_side.path is not None:  # an ONNX file of a tfscope export: its TF side is the graph it was converted from
+        meta = read_meta(onnx_side.path.parent)
+        if meta is not None:
+            graph = converted_graph(onnx_side.path.parent, meta)
     runtime = ort_runtime(onnx_side.graph, onnx_side.output_names, optimise=False)
-    loc = deep_check(tf_side.graph, onnx_side.graph, runtime, dict(feeds), set_name, np.dtype(dtype).name)
+    loc = deep_check(graph, onnx_side.graph, runtime, dict(feeds), set_name, np.dtype(dtype).name)
     return loc.describe()
 
 
@@ -610,31 +623,39 @@ def _update_function(optimizer: Any, variables: list) -> Callable[[list], None]:
 # Export (the pytest plugin's tfscope_export)
 
 
-def export_model(model: Any, directory: str | Path, opset: int = 17) -> tuple[Path, Path]:
-    """(SavedModel directory, ONNX file) of a model written into `directory`: a tfscope run
-    directory through export/writer.export_run; a Keras model, .keras file, SavedModel or Source
-    as its serving function (SavedModel signature serving_default, inputs and outputs named as
-    the model's) and through export/convert.to_onnx (tf2onnx, checked by onnx.checker and onnxruntime)."""
+@dataclass
+class Exported:
+    """A model exported by `export`: a complete tfscope export directory (`tfscope verify` reads it)."""
+
+    directory: Path
+    saved_model: Path
+    onnx: Path
+    report: Any  # the export's own verify Report (export/parity.py): report.passed, report.table()
+
+
+def export(model: Any, directory: str | Path, opset: int = 17, **options: Any) -> Exported:
+    """Export `model` into `directory`/export with tfscope's own writer (export/writer.py), verified
+    as `tfscope export` verifies: a tfscope run directory by `export_run`; a .keras file or a
+    SavedModel directory by `export_model` (`options`: shapes, ranges, batch_sizes, deep,
+    reference, signature); an in-memory Keras model is first saved as `directory`/model.keras."""
+    from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
+    from tfscope.export.writer import export_model, export_run
+
     directory = Path(directory)
-    if isinstance(model, (str, Path)) and (Path(model) / "config.json").is_file():
-        from tfscope.export.parity import ONNX_FILE, SAVED_MODEL
-        from tfscope.export.writer import export_run
-
-        out = directory / "export"
-        export_run(model, out, opset=opset)
-        return out / SAVED_MODEL, out / ONNX_FILE
-    import onnx
-    import tensorflow as tf
-
-    from tfscope.core.sources.source import as_source
-    from tfscope.export.convert import to_onnx
-
-    source = as_source(model)
-    holder = tf.Module()
-    holder.model = getattr(source, "model", None) or getattr(source, "loaded", None)  # tracks the Variables
-    holder.serve = source.function()
-    saved_model = directory / "saved_model"
-    tf.saved_model.save(holder, str(saved_model), signatures={"serving_default": holder.serve.get_concrete_function()})
-    onnx_path = directory / "model.onnx"
-    onnx.save(to_onnx(source, opset), str(onnx_path))
-    return saved_model, onnx_path
+    out = directory / "export"
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if (path / "config.json").is_file():
+            report = export_run(path, out, opset=opset)
+        elif path.is_dir():
+            report = export_model(out, saved_model=path, opset=opset, **options)
+        else:
+            report = export_model(out, keras=path, opset=opset, **options)
+    elif hasattr(model, "save") and hasattr(model, "get_weights"):
+        directory.mkdir(parents=True, exist_ok=True)
+        model.save(directory / "model.keras")
+        report = export_model(out, keras=directory / "model.keras", opset=opset, **options)
+    else:
+        raise AssertionError(f"cannot export a {type(model).__name__}: give a Keras model, a .keras file, a "
+                             "SavedModel directory or a tfscope run directory")
+    return Exported(out, out / SAVED_MODEL, out / ONNX_FILE, report)
