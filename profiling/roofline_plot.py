@@ -36,9 +36,11 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
     ax.plot(grid, np.minimum(peak, bw * grid), color="#222", lw=2.2, zorder=2)
     ax.fill_between(grid, np.minimum(peak, bw * grid), lo_y, color="#f4f6f7", zorder=0)
     ax.axvline(ridge, color="#999", lw=0.8, ls=":", zorder=1)
-    ax.text(lo_x * 1.15, bw * lo_x * 1.25, f"memory roof {bw:.2f} GB/s", rotation=0, fontsize=9, color="#222",
-            va="bottom")
-    ax.text(hi_x / 1.15, peak * 1.12, f"compute roof {peak:.1f} GFLOP/s", fontsize=9, ha="right", color="#222")
+    box = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}
+    ax.text(lo_x * 1.15, bw * lo_x * 1.25, f"memory roof {bw:.2f} GB/s", fontsize=9, color="#222", va="bottom",
+            bbox=box, zorder=5)
+    ax.text(hi_x / 1.15, peak * 1.12, f"compute roof {peak:.1f} GFLOP/s", fontsize=9, ha="right", color="#222",
+            bbox=box, zorder=5)
     ax.text(ridge * 1.08, lo_y * 1.3, f"ridge {ridge:.1f} FLOP/B", fontsize=8, color="#666")
 
     for bound, color in COLORS.items():
