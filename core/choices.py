@@ -18,6 +18,7 @@ MODES = ("eager", "graph", "xla", "fused")
 GRADS = ("tape", "chain")
 DTYPES = ("float32", "float64")
 STRATEGIES = ("none", "mirrored", "multiworker")
+SCHEDULES = ("constant", "exponential", "cosine", "piecewise")
 
 
 def check(field: str, value: str, choices: Sequence[str], what: str | None = None) -> str:

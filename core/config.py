@@ -32,6 +32,24 @@ class TrainConfig:
     beta_1: float = 0.9  # Adam, in [0, 1)
     beta_2: float = 0.999  # Adam, in [0, 1)
     epsilon: float = 1e-7  # Adam, > 0
+    amsgrad: bool = False  # Adam only: divide by the running maximum of v (its own slot, v_hat), Keras' amsgrad
+    weight_decay: float = 0.0  # decoupled (Keras'): var -= var * weight_decay * lr before each update; >= 0, 0 = off
+    clipnorm: float | None = None  # clip each Variable's gradient to this L2 norm, > 0; None = off
+    clipvalue: float | None = None  # clip every gradient element to [-clipvalue, clipvalue], > 0; None = off
+    global_clipnorm: float | None = None  # scale all gradients so their joint L2 norm is <= this, > 0; None = off
+    #                                       (at most one of clipnorm, clipvalue, global_clipnorm)
+    schedule: str = "constant"  # lr as a function of the step: constant, exponential, cosine, piecewise
+    #                             (core/optim/schedules.py, Keras' formulas; the step is the optimiser's counter)
+    decay_steps: int = 0  # exponential: steps per factor decay_rate; cosine: steps of the cosine phase; > 0 for
+    #                       those two (0 = unset; the others refuse it)
+    decay_rate: float = 0.0  # exponential: lr * decay_rate ** (step / decay_steps), in (0, 1] (0 = unset)
+    staircase: bool = False  # exponential: whole decay_steps only (the exponent floored)
+    warmup_steps: int = 0  # cosine: linear warmup from 0 to learning_rate first, >= 0 and < steps
+    alpha: float = 0.0  # cosine: the final rate as a fraction of learning_rate, in [0, 1]
+    boundaries: list[int] = field(default_factory=list)  # piecewise: the steps after which the rate changes,
+    #                                                      whole numbers >= 0, strictly increasing
+    values: list[float] = field(default_factory=list)  # piecewise: the rates, len(boundaries) + 1, each > 0
+    #                                                  (they replace learning_rate)
     steps: int = 2000  # total step budget of the run (a resumed run continues up to it), >= 1
     batch_size: int = 0  # rows per step; 0 or >= rows = full batch; else seeded shuffle, remainder dropped
     mode: str = "fused"  # eager, graph (tf.function), xla (jit_compile, 1 step/call), fused (K steps/call)
@@ -82,6 +100,7 @@ class TrainConfig:
                 raise ConfigError(f"{label}: must be in [0, 1), got {value}")
         if not self.epsilon > 0:
             raise ConfigError(f"epsilon: must be > 0, got {self.epsilon}")
+        self._validate_optimizer_features()
         self._validate_task()
         choices.check("activation", self.activation, choices.ACTIVATIONS)
         choices.check_rule(self.rule, self.hidden, self.strategy)
@@ -112,6 +131,31 @@ class TrainConfig:
             raise ConfigError(f"strategy: {'--task classify' if classify else '--net'} runs on one device; "
                               f"use strategy none, got {self.strategy!r}")
 
+    def _validate_optimizer_features(self) -> None:
+        if not isinstance(self.amsgrad, bool):
+            raise ConfigError(f"amsgrad: must be true or false, got {self.amsgrad!r}")
+        if self.amsgrad and self.optimizer != "adam":
+            raise ConfigError(f"amsgrad: only Adam has it (optimizer adam), got optimizer {self.optimizer!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay: must be >= 0 (0 = off), got {self.weight_decay}")
+        clips = {"clipnorm": self.clipnorm, "clipvalue": self.clipvalue, "global clipnorm": self.global_clipnorm}
+        for name, value in clips.items():
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}: must be > 0 (omit it for no clipping), got {value}")
+        if sum(v is not None for v in clips.values()) > 1:
+            raise ConfigError("clipnorm: only one of clipnorm, clipvalue and global clipnorm can be set, got "
+                              + ", ".join(f"{k} {v}" for k, v in clips.items() if v is not None))
+        if self.rule != "backprop" and (self.weight_decay or any(v is not None for v in clips.values())
+                                        or self.amsgrad):
+            raise ConfigError(f"rule: the {self.rule} rule updates the weights itself; weight decay, clipping and "
+                              "amsgrad are backprop's (rule backprop)")
+        check_schedule(self.schedule, self.decay_steps, self.decay_rate, self.staircase, self.warmup_steps,
+                       self.alpha, self.boundaries, self.values)
+        if self.schedule == "cosine" and self.warmup_steps >= self.steps:
+            raise ConfigError(f"warmup steps: {self.warmup_steps} is not below the run's {self.steps} steps, so the "
+                              "cosine phase would never start")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
@@ -139,6 +183,52 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise RunDirError(f"{p}: unreadable config (not a JSON object)")
         return cls.from_dict(d, str(p))
+
+
+def check_schedule(schedule: str, decay_steps: int, decay_rate: float, staircase: bool, warmup_steps: int,
+                   alpha: float, boundaries: list[int], values: list[float]) -> None:
+    """Raise ConfigError naming the first schedule parameter out of range, or set for a schedule that
+    does not use it (core/optim/schedules.py calls this too, so its Python API refuses the same)."""
+    choices.check("schedule", schedule, choices.SCHEDULES)
+
+    def whole(name: str, value: object, low: int) -> None:
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ConfigError(f"{name}: must be a whole number >= {low}, got {value!r}")
+
+    whole("decay steps", decay_steps, 0)
+    whole("warmup steps", warmup_steps, 0)
+    if not isinstance(staircase, bool):
+        raise ConfigError(f"staircase: must be true or false, got {staircase!r}")
+    if not (isinstance(decay_rate, (int, float)) and 0 <= decay_rate <= 1):
+        raise ConfigError(f"decay rate: must be in (0, 1], got {decay_rate}")
+    if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+        raise ConfigError(f"alpha: must be in [0, 1], got {alpha}")
+    uses = {"decay steps": ("exponential", "cosine"), "decay rate": ("exponential",), "staircase": ("exponential",),
+            "warmup steps": ("cosine",), "alpha": ("cosine",), "boundaries": ("piecewise",),
+            "values": ("piecewise",)}
+    given = {"decay steps": decay_steps != 0, "decay rate": decay_rate != 0, "staircase": staircase,
+             "warmup steps": warmup_steps != 0, "alpha": alpha != 0, "boundaries": len(boundaries) > 0,
+             "values": len(values) > 0}
+    for name, used_by in uses.items():
+        if given[name] and schedule not in used_by:
+            raise ConfigError(f"{name}: only the {' and '.join(used_by)} schedule uses it, got schedule {schedule!r}")
+    if schedule in ("exponential", "cosine") and decay_steps == 0:
+        raise ConfigError(f"decay steps: the {schedule} schedule needs decay steps > 0")
+    if schedule == "exponential" and decay_rate == 0:
+        raise ConfigError("decay rate: the exponential schedule needs a decay rate in (0, 1]")
+    if schedule == "piecewise":
+        if not boundaries:
+            raise ConfigError("boundaries: the piecewise schedule needs at least one boundary")
+        for i, b in enumerate(boundaries):
+            whole(f"boundaries: boundary {i + 1}", b, 0)
+            if i and b <= boundaries[i - 1]:
+                raise ConfigError(f"boundaries: must increase strictly, got {boundaries[i - 1]} then {b}")
+        if len(values) != len(boundaries) + 1:
+            raise ConfigError(f"values: must be one more than the boundaries ({len(boundaries) + 1}), "
+                              f"got {len(values)}")
+        for i, v in enumerate(values):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"values: value {i + 1} must be a rate > 0, got {v!r}")
 
 
 # Fields older run directories hold that no longer change anything: read and ignored. `unroll` ran several

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from tfscope.core.errors import ConfigError
-from tfscope.core.optim import optimizers
+from tfscope.core.optim import optimizers, schedules
 
 SHAPES = [(3, 4), (4,), (1,), (5, 2)]  # like w0, b0, a scalar-ish bias, w1
 STEPS = 100
@@ -48,7 +48,7 @@ def pair(name: str, dtype: str, **kw) -> tuple[optimizers.Optimizer, keras.optim
 
 def keras_slots(ref: keras.optimizers.Optimizer) -> list[np.ndarray]:
     if isinstance(ref, keras.optimizers.Adam):
-        vs = list(ref._momentums) + list(ref._velocities)
+        vs = list(ref._momentums) + list(ref._velocities) + list(getattr(ref, "_velocity_hats", None) or [])
     else:
         vs = list(ref.momentums)
     return [np.asarray(v.numpy()) for v in vs]
@@ -219,6 +219,12 @@ def test_state_spec(name, dtype):
     ({"name": "adam", "learning_rate": 0.1, "beta_2": -0.5}, "beta_2"),
     ({"name": "adam", "learning_rate": 0.1, "epsilon": 0.0}, "epsilon"),
     ({"name": "rmsprop", "learning_rate": 0.1}, "optimizer"),
+    ({"name": "adam", "learning_rate": 0.1, "weight_decay": -0.1}, "weight decay"),
+    ({"name": "sgd", "learning_rate": 0.1, "clipnorm": 0.0}, "clipnorm"),
+    ({"name": "sgd", "learning_rate": 0.1, "clipvalue": -1.0}, "clipvalue"),
+    ({"name": "sgd", "learning_rate": 0.1, "global_clipnorm": float("nan")}, "global_clipnorm"),
+    ({"name": "sgd", "learning_rate": 0.1, "clipnorm": 1.0, "clipvalue": 1.0}, "clipnorm"),
+    ({"name": "momentum", "learning_rate": 0.1, "amsgrad": True}, "amsgrad"),
 ])
 def test_bad_hyperparameters_raise_config_error(kwargs, field):
     with pytest.raises(ConfigError) as e:
@@ -237,3 +243,228 @@ def test_slot_names_unique_for_a_real_network():
     names = [r.name for r in opt.state_spec()]
     assert len(names) == len(set(names)) == 2 + 2 * len(model.weights)
     assert "adam/m_regressor_mlp_dense_1_w" in names
+
+
+# --- Keras' optional features and learning-rate schedules --------------------------------------------
+
+# Schedules as (name, parameters), over the 100 steps: several decays, a staircase, the warmup and the
+# clamp at alpha after warmup + decay_steps, every piece of a piecewise schedule.
+SCHEDULES = {
+    "exponential": ("exponential", {"decay_steps": 10, "decay_rate": 0.8}),
+    "staircase": ("exponential", {"decay_steps": 15, "decay_rate": 0.5, "staircase": True}),
+    "cosine-warmup": ("cosine", {"decay_steps": 60, "warmup_steps": 10, "alpha": 0.1}),
+    "cosine": ("cosine", {"decay_steps": 80}),
+    "piecewise": ("piecewise", {"boundaries": [20, 50], "values": [LR, LR / 2, LR / 8]}),
+}
+
+
+def keras_schedule(name: str, params: dict, dtype: str, lr: float):
+    """Keras' schedule for ours, its constants in `dtype` (Keras computes a schedule in the dtype of its
+    initial rate: a Python float is float32, so float64 needs numpy float64 constants)."""
+    f = np.float64 if dtype == "float64" else float
+    s = keras.optimizers.schedules
+    if name == "exponential":
+        return s.ExponentialDecay(f(lr), params["decay_steps"], f(params["decay_rate"]), params.get("staircase", False))
+    if name == "cosine":
+        if params.get("warmup_steps", 0):
+            return s.CosineDecay(f(0.0), params["decay_steps"], params.get("alpha", 0.0), warmup_target=f(lr),
+                                 warmup_steps=params["warmup_steps"])
+        return s.CosineDecay(f(lr), params["decay_steps"], params.get("alpha", 0.0))
+    return s.PiecewiseConstantDecay(params["boundaries"], [f(v) for v in params["values"]])
+
+
+def feature_pair(name: str, dtype: str, schedule: str | None, **features):
+    """Our optimiser and Keras' with the same features (Keras' names) and schedule."""
+    sched = None
+    lr = LR
+    if schedule is not None:
+        sname, params = SCHEDULES[schedule]
+        sched = schedules.make(sname, **params)
+        lr = keras_schedule(sname, params, dtype, LR)
+    ours = optimizers.make(name, LR, tf.as_dtype(dtype), schedule=sched, **features)
+    kw = {k: v for k, v in features.items() if k != "amsgrad"}
+    if name == "sgd":
+        ref = keras.optimizers.SGD(lr, **kw)
+    elif name in ("momentum", "nesterov"):
+        ref = keras.optimizers.SGD(lr, momentum=0.9, nesterov=name == "nesterov", **kw)
+    else:
+        ref = keras.optimizers.Adam(lr, amsgrad=features.get("amsgrad", False), **kw)
+    return ours, ref
+
+
+def gradient_sequence(seed: int) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """Seeded initial values and STEPS gradients of mixed scale (some tiny, some large)."""
+    rng = np.random.default_rng(seed)
+    init = [rng.normal(size=s) for s in SHAPES]
+    return init, [[rng.normal(size=s) * rng.choice([1e-3, 1.0, 30.0]) for s in SHAPES] for _ in range(STEPS)]
+
+
+def run_ours(opt: optimizers.Optimizer, dtype: str, seed: int, jit: bool = False) -> list[tf.Variable]:
+    """Our optimiser over the seeded sequence, its step compiled once (and never retraced)."""
+    init, grads = gradient_sequence(seed)
+    mine = [tf.Variable(w, dtype=dtype, name=f"v{i}") for i, w in enumerate(init)]
+    opt.build(mine)
+    apply = tf.function(lambda g: opt.apply_gradients(g, mine), autograph=False, jit_compile=jit)
+    for g in grads:
+        apply([tf.constant(x, dtype) for x in g])
+    assert apply.experimental_get_tracing_count() == 1  # the schedule is read from `iterations`, not traced
+    return mine
+
+
+def run_features(name: str, dtype: str, schedule: str | None, jit: bool = False, seed: int = 0, **features):
+    """STEPS steps of the same seeded gradients through ours and Keras'."""
+    ours, ref = feature_pair(name, dtype, schedule, **features)
+    mine = run_ours(ours, dtype, seed, jit)
+    init, grads = gradient_sequence(seed)
+    theirs = [keras.Variable(w, dtype=dtype) for w in init]
+    ref.build(theirs)
+    ref_apply = tf.function(lambda g: ref.apply_gradients(zip(g, theirs)), autograph=False)
+    for g in grads:
+        ref_apply([tf.constant(x, dtype) for x in g])
+    return ours, ref, mine, theirs, init
+
+
+# Every feature and every schedule in at least one case; the clip thresholds are below the gradients'
+# norms (elements up to ~100), so clipping acts on most steps, and weight decay is large enough to matter.
+FEATURE_CASES = [
+    ("sgd", "exponential", {"weight_decay": 0.5, "clipnorm": 1.0}),
+    ("momentum", "piecewise", {"clipvalue": 0.5}),
+    ("nesterov", "staircase", {"global_clipnorm": 2.0, "weight_decay": 0.25}),
+    ("adam", "cosine-warmup", {"amsgrad": True, "weight_decay": 0.5}),
+    ("adam", "cosine", {"amsgrad": True, "global_clipnorm": 3.0}),
+    ("adam", None, {"clipnorm": 0.5, "weight_decay": 0.1}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,schedule,features", FEATURE_CASES,
+                         ids=[f"{n}-{s}-{'-'.join(f)}" for n, s, f in FEATURE_CASES])
+def test_features_and_schedules_match_keras_after_100_steps(name, schedule, features, dtype):
+    ours, ref, mine, theirs, init = run_features(name, dtype, schedule, **features)
+    assert int(ours.iterations.numpy()) == int(ref.iterations.numpy()) == STEPS
+    assert rel_diff([v.numpy() for v in mine], [np.asarray(v.numpy()) for v in theirs]) <= TOL[dtype]
+    if ours.slot_names:
+        our_slots = [v.numpy() for s in ours.slot_names for v in ours.slots[s]]
+        assert rel_diff(our_slots, keras_slots(ref)) <= TOL[dtype]
+    assert rel_diff([v.numpy() for v in mine], init) > 1e-3
+    if dtype == "float64":  # the features acted: without them (and the schedule) ours ends far from Keras
+        plain = run_ours(optimizers.make(name, LR, tf.float64), dtype, 0)
+        assert rel_diff([v.numpy() for v in plain], [np.asarray(v.numpy()) for v in theirs]) > 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_features_under_xla_match_keras(dtype):
+    """The same update XLA-compiled (the trainer's xla and fused modes): schedule, AMSGrad, decay, clipping."""
+    _, _, mine, theirs, _ = run_features("adam", dtype, "cosine-warmup", jit=True, seed=3, amsgrad=True,
+                                         weight_decay=0.5, global_clipnorm=3.0)
+    assert rel_diff([v.numpy() for v in mine], [np.asarray(v.numpy()) for v in theirs]) <= TOL[dtype]
+
+
+# --- Keras' own published expectations (keras/src/optimizers/*_test.py, Keras 3.15), through our API ---
+
+
+def test_keras_sgd_single_step():
+    """keras/src/optimizers/sgd_test.py, test_single_step: SGD(0.5), grads [1, 6, 7, 2] on [1, 2, 3, 4].
+    Keras asserts rtol = atol = 1e-4; every value here is exact in float32, so we assert equality."""
+    v = tf.Variable([1.0, 2.0, 3.0, 4.0])
+    opt = optimizers.make("sgd", 0.5)
+    opt.build([v])
+    assert len(opt.variables) == 2  # Keras: iterations and learning_rate, no slots
+    opt.apply_gradients([tf.constant([1.0, 6.0, 7.0, 2.0])], [v])
+    np.testing.assert_array_equal(v.numpy(), [0.5, -1.0, -0.5, 3.0])
+    assert int(opt.iterations.numpy()) == 1 and float(opt.learning_rate.numpy()) == 0.5
+
+
+def test_keras_adam_single_step():
+    """keras/src/optimizers/adam_test.py, test_single_step: Adam(0.5), grads [1, 6, 7, 2] on [1, 2, 3, 4]
+    -> [0.5, 1.5, 2.5, 3.5] at Keras' rtol = atol = 1e-4 (the first Adam step is lr * g / (|g| + eps))."""
+    v = tf.Variable([1.0, 2.0, 3.0, 4.0])
+    optimizers.make("adam", 0.5).apply_gradients([tf.constant([1.0, 6.0, 7.0, 2.0])], [v])
+    np.testing.assert_allclose(v.numpy(), [0.5, 1.5, 2.5, 3.5], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
+def test_keras_weight_decay(name):
+    """keras/src/optimizers/adam_test.py (and sgd_test.py), test_weight_decay: three optimisers with
+    weight_decay 0.004 at lr 1 each step var1 once, on a zero gradient: 2 * 0.996**3 = 1.9760959
+    (Keras: 6 decimals). The second excludes a Variable by name, the third by identity: those stay 2."""
+    zero = tf.zeros(())
+    var1, var2, var3 = tf.Variable(2.0), tf.Variable(2.0, name="exclude"), tf.Variable(2.0)
+    optimizers.make(name, 1.0, weight_decay=0.004).apply_gradients([zero], [var1])
+    opt2 = optimizers.make(name, 1.0, weight_decay=0.004)
+    opt2.exclude_from_weight_decay(var_names=["exclude"])
+    opt2.apply_gradients([zero, zero], [var1, var2])
+    opt3 = optimizers.make(name, 1.0, weight_decay=0.004)
+    opt3.exclude_from_weight_decay(var_list=[var3])
+    opt3.apply_gradients([zero, zero], [var1, var3])
+    np.testing.assert_almost_equal(var1.numpy(), 1.9760959, decimal=6)
+    # Independently: the float32 recurrence var -= var * 0.004 * 1, three times, to the bit.
+    x = np.float32(2.0)
+    for _ in range(3):
+        x = np.float32(x - x * np.float32(0.004) * np.float32(1.0))
+    assert var1.numpy() == x
+    assert var2.numpy() == 2.0 and var3.numpy() == 2.0
+
+
+def test_keras_amsgrad_golden():
+    """keras/src/optimizers/adam_test.py, test_correctness_with_golden: Adam(amsgrad=True) at its
+    defaults, one step of 0.01 then steps of [0.1, ..., 1.0], at Keras' rtol = atol = 5e-4."""
+    x = tf.Variable(np.ones([10], np.float32))
+    opt = optimizers.make("adam", 0.001, amsgrad=True)
+    grads = tf.range(0.1, 1.1, 0.1)  # (10,), as keras.ops.arange(0.1, 1.1, 0.1)
+    golden = np.tile([[0.999], [0.9982], [0.9974], [0.9965], [0.9955]], (1, 10))
+    opt.apply_gradients([tf.fill([10], 0.01)], [x])
+    for i in range(5):
+        np.testing.assert_allclose(x.numpy(), golden[i], rtol=5e-4, atol=5e-4)
+        opt.apply_gradients([grads], [x])
+    assert tuple(opt.slot_names) == ("m", "v", "v_hat")
+    # v_hat is the running maximum of v, elementwise (v itself decays once the gradients stop growing).
+    assert np.all(opt.slots["v_hat"][0].numpy() >= opt.slots["v"][0].numpy())
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_keras_clip_norm_value_and_global(name):
+    """keras/src/optimizers/optimizer_test.py (and adam_test.py): test_clip_norm (clipnorm 1 on
+    [100, 100] -> [sqrt(2)/2, sqrt(2)/2]), test_clip_value (clipvalue 1 -> [1, 1]) and
+    test_global_clip_norm (global_clipnorm 1 on [50, 100] -> g / ||g||), at Keras' default
+    assertAllClose tolerance (1e-6); then the clipped gradient is the one a step uses."""
+    g = tf.constant([100.0, 100.0])
+    clipped = optimizers.make(name, 1.0, clipnorm=1.0).clip_gradients([g])[0]
+    np.testing.assert_allclose(clipped.numpy(), [2**0.5 / 2, 2**0.5 / 2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(optimizers.make(name, 1.0, clipvalue=1.0).clip_gradients([g])[0].numpy(), [1.0, 1.0],
+                               rtol=1e-6, atol=1e-6)
+    g2 = np.array([50.0, 100.0], np.float32)
+    clipped = optimizers.make(name, 1.0, global_clipnorm=1.0).clip_gradients([tf.constant(g2)])[0]
+    np.testing.assert_allclose(clipped.numpy(), g2 / np.linalg.norm(g2), rtol=1e-6, atol=1e-6)
+    # Per Variable vs global: two gradients of norms 5 and 12 (joint norm 13) under a limit of 1.
+    a, b = tf.constant([3.0, 4.0]), tf.constant([12.0])
+    per = optimizers.make(name, 1.0, clipnorm=1.0).clip_gradients([a, b])
+    joint = optimizers.make(name, 1.0, global_clipnorm=1.0).clip_gradients([a, b])
+    np.testing.assert_allclose([float(tf.norm(x)) for x in per], [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate([x.numpy() for x in joint]), [3 / 13, 4 / 13, 12 / 13], rtol=1e-6)
+    if name == "sgd":  # the step moves by lr * the clipped gradient
+        v = tf.Variable([0.0, 0.0])
+        optimizers.make("sgd", 0.5, clipvalue=1.0).apply_gradients([g], [v])
+        np.testing.assert_array_equal(v.numpy(), [-0.5, -0.5])
+
+
+def test_global_clipnorm_of_a_nonfinite_gradient_is_nan():
+    """Keras' rule: an inf in any gradient makes every clipped gradient NaN (the trainer then skips the step)."""
+    out = optimizers.make("sgd", 1.0, global_clipnorm=1.0).clip_gradients([tf.constant([np.inf, 1.0]),
+                                                                        tf.constant([2.0])])
+    assert all(np.all(np.isnan(x.numpy())) for x in out)
+
+
+def test_amsgrad_slot_is_built_named_and_in_the_state_spec():
+    variables = [tf.Variable(np.zeros(s), dtype=tf.float32, name=f"layer/w{i}") for i, s in enumerate(SHAPES)]
+    opt = optimizers.make("adam", LR, amsgrad=True, weight_decay=0.1, clipnorm=1.0)
+    opt.build(variables)
+    assert tuple(opt.slots) == ("m", "v", "v_hat")
+    assert [s.name for s in opt.slots["v_hat"]][0].startswith("adam/v_hat_layer_w0")
+    assert sum(r.name.startswith("adam/v_hat_") for r in opt.state_spec()) == len(variables)
+    step = tf.function(lambda g: opt.apply_gradients(g, variables), autograph=False)
+    graph = step.get_concrete_function([tf.TensorSpec(s) for s in SHAPES]).graph
+    assigns = [op for op in graph.get_operations() if op.type.startswith("Assign")]
+    # Per model Variable: the decay, the update, m, v, v_hat; plus the step counter. No Variable created.
+    assert len(assigns) == 5 * len(variables) + 1
+    assert "VarHandleOp" not in {op.type for op in graph.get_operations()}

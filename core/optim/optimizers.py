@@ -2,11 +2,17 @@
 Variables, the step counter and learning rate are Variables (a compiled step neither freezes
 them nor retraces when they change), and updates go only through `assign*`.
 
-The arithmetic follows Keras 3's update_step line by line, so the two agree to rounding.
+The arithmetic follows Keras 3's `apply` line by line, so the two agree to rounding: gradients
+are clipped (`clipnorm` per Variable, `global_clipnorm` over all of them, or `clipvalue` per
+element: at most one), the learning rate of the step is the schedule's value at `iterations`
+(core/optim/schedules.py; the base rate itself by default), decoupled weight decay shrinks each
+Variable by `var * weight_decay * lr` before its update (Keras' TF backend, so AdamW is
+`make("adam", ..., weight_decay=...)`), then each update_step runs and `iterations` counts one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -14,6 +20,7 @@ import tensorflow as tf
 
 from tfscope.core import choices
 from tfscope.core.errors import ConfigError
+from tfscope.core.optim import schedules
 
 
 class SlotSpec(NamedTuple):
@@ -28,17 +35,51 @@ def _var_name(v: tf.Variable) -> str:
     return v.name.split(":")[0].replace("/", "_")
 
 
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
+        raise ConfigError(f"{name}: must be > 0 (or None = off), got {value}")
+
+
+def clip_by_global_norm(grads: Sequence[tf.Tensor], clip_norm: float) -> list[tf.Tensor]:
+    """Keras' clip_by_global_norm: every gradient scaled by clip_norm / max(global norm, clip_norm);
+    a non-finite global norm makes every gradient NaN (so the step is skipped as non-finite)."""
+    dt = grads[0].dtype
+    norm = tf.sqrt(tf.reduce_sum(tf.stack([tf.reduce_sum(tf.square(g)) for g in grads])))  # ()
+    # Python floats combine with a tensor at its dtype, as in Keras (tf.cast would round them to float32 first).
+    scale = clip_norm * tf.minimum(1.0 / norm, tf.constant(1.0 / clip_norm, dt))
+    scale = scale + (norm - norm)  # NaN when the norm is inf or NaN, else a no-op
+    return [g * scale for g in grads]
+
+
 class Optimizer(tf.Module):
-    """Base: `learning_rate` and `iterations` Variables, named slots per model Variable."""
+    """Base: `learning_rate` and `iterations` Variables, named slots per model Variable, and the
+    features every Keras optimiser has (clipping, decoupled weight decay, a schedule)."""
 
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate: float, dtype: tf.DType = tf.float32, name: str | None = None) -> None:
+    def __init__(self, learning_rate: float, dtype: tf.DType = tf.float32, name: str | None = None, *,
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 schedule: schedules.Schedule | None = None) -> None:
         super().__init__(name=name)
         if not learning_rate > 0:
             raise ConfigError(f"learning rate: must be > 0, got {learning_rate}")
+        if weight_decay is not None and not (isinstance(weight_decay, (int, float))
+                                             and 0 <= weight_decay < float("inf")):
+            raise ConfigError(f"weight decay: must be >= 0 (or None = off), got {weight_decay}")
+        clips = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+        for label, value in clips.items():
+            _check_positive(label, value)
+        if sum(c is not None for c in clips.values()) > 1:
+            raise ConfigError(f"clipnorm: only one of clipnorm, clipvalue and global_clipnorm can be set, got "
+                              f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
         self.learning_rate = tf.Variable(learning_rate, dtype=dtype, trainable=False, name="learning_rate")
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
+        self.weight_decay, self.clipnorm, self.clipvalue = weight_decay, clipnorm, clipvalue
+        self.global_clipnorm = global_clipnorm
+        self.schedule = schedule or schedules.Constant()
+        self._no_decay_ids: set[int] = set()
+        self._no_decay_pattern: re.Pattern | None = None
         self.slots: dict[str, list[tf.Variable]] = {}
         self.built = False
 
@@ -58,22 +99,52 @@ class Optimizer(tf.Module):
             specs += [SlotSpec(v.name.split(":")[0], tuple(v.shape), v.dtype.name) for v in vs]
         return specs
 
+    def exclude_from_weight_decay(self, var_list: Sequence[tf.Variable] = (), var_names: Sequence[str] = ()) -> None:
+        """Keras' rule: no decay for these Variables, nor for any whose name contains one of `var_names`."""
+        self._no_decay_ids = {id(v) for v in var_list}
+        self._no_decay_pattern = re.compile("|".join(set(var_names))) if var_names else None
+
+    def decays(self, var: tf.Variable) -> bool:
+        """Whether weight decay applies to `var`."""
+        if self.weight_decay is None or id(var) in self._no_decay_ids:
+            return False
+        return self._no_decay_pattern is None or self._no_decay_pattern.search(var.name) is None
+
+    def current_learning_rate(self) -> tf.Tensor:
+        """The rate of the step about to run: the schedule at `iterations`, from the base rate."""
+        return self.schedule(self.iterations, self.learning_rate)
+
+    def clip_gradients(self, grads: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """Keras' _clip_gradients (its TF backend's tf.clip_by_norm for clipnorm)."""
+        if self.clipnorm is not None:
+            return [tf.clip_by_norm(g, self.clipnorm) for g in grads]
+        if self.global_clipnorm is not None:
+            return clip_by_global_norm(grads, self.global_clipnorm)
+        if self.clipvalue is not None:
+            return [tf.clip_by_value(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return list(grads)
+
     def apply_gradients(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
         if not self.built:
             self.build(variables)
+        grads = self.clip_gradients([tf.cast(g, v.dtype) for g, v in zip(grads, variables)])
+        lr = self.current_learning_rate()
+        for v in variables:
+            if self.decays(v):
+                v.assign_sub(v * tf.cast(self.weight_decay, v.dtype) * tf.cast(lr, v.dtype))
         for i, (g, v) in enumerate(zip(grads, variables)):
-            self.update_step(i, tf.cast(g, v.dtype), v)
+            self.update_step(i, g, v, tf.cast(lr, v.dtype))
         self.iterations.assign_add(1)
 
-    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable) -> None:
+    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable, lr: tf.Tensor) -> None:
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     """var -= lr * grad."""
 
-    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable) -> None:
-        var.assign_sub(grad * tf.cast(self.learning_rate, var.dtype))
+    def update_step(self, i, grad, var, lr):
+        var.assign_sub(grad * lr)
 
 
 class Momentum(Optimizer):
@@ -82,15 +153,14 @@ class Momentum(Optimizer):
     slot_names = ("momentum",)
 
     def __init__(self, learning_rate: float, momentum: float = 0.9, nesterov: bool = False,
-                 dtype: tf.DType = tf.float32, name: str | None = None) -> None:
-        super().__init__(learning_rate, dtype, name)
+                 dtype: tf.DType = tf.float32, name: str | None = None, **features) -> None:
+        super().__init__(learning_rate, dtype, name, **features)
         if not 0 <= momentum < 1:
             raise ConfigError(f"momentum: must be in [0, 1), got {momentum}")
         self.momentum = momentum
         self.nesterov = nesterov
 
-    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable) -> None:
-        lr = tf.cast(self.learning_rate, var.dtype)
+    def update_step(self, i, grad, var, lr):
         mom = tf.cast(self.momentum, var.dtype)
         m = self.slots["momentum"][i]
         m.assign(m * mom - grad * lr)
@@ -101,23 +171,24 @@ class Momentum(Optimizer):
 
 
 class Adam(Optimizer):
-    """Keras' Adam: bias correction folded into the step size alpha."""
-
-    slot_names = ("m", "v")
+    """Keras' Adam: bias correction folded into the step size alpha. AMSGrad (Keras' `amsgrad`) keeps
+    the running maximum of v in its own slot `v_hat` and divides by that."""
 
     def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, dtype: tf.DType = tf.float32, name: str | None = None) -> None:
-        super().__init__(learning_rate, dtype, name)
+                 epsilon: float = 1e-7, dtype: tf.DType = tf.float32, name: str | None = None,
+                 amsgrad: bool = False, **features) -> None:
+        super().__init__(learning_rate, dtype, name, **features)
         for label, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0 <= beta < 1:
                 raise ConfigError(f"{label}: must be in [0, 1), got {beta}")
         if not epsilon > 0:
             raise ConfigError(f"epsilon: must be > 0, got {epsilon}")
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.amsgrad = bool(amsgrad)
+        self.slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable) -> None:
+    def update_step(self, i, grad, var, lr):
         dt = var.dtype
-        lr = tf.cast(self.learning_rate, dt)
         step = tf.cast(self.iterations + 1, dt)
         b1_power = tf.pow(tf.cast(self.beta_1, dt), step)
         b2_power = tf.pow(tf.cast(self.beta_2, dt), step)
@@ -125,6 +196,10 @@ class Adam(Optimizer):
         alpha = lr * tf.sqrt(1 - b2_power) / (1 - b1_power)
         m.assign_add((grad - m) * (1 - self.beta_1))
         v.assign_add((tf.square(grad) - v) * (1 - self.beta_2))
+        if self.amsgrad:
+            v_hat = self.slots["v_hat"][i]
+            v_hat.assign(tf.maximum(v_hat, v))
+            v = v_hat
         var.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
 
 
@@ -132,12 +207,30 @@ OPTIMIZERS = choices.OPTIMIZERS
 
 
 def make(name: str, learning_rate: float, dtype: tf.DType = tf.float32, momentum: float = 0.9,
-         beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7) -> Optimizer:
-    """An optimiser by name: sgd, momentum, nesterov (momentum with Nesterov's look-ahead) or adam."""
+         beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7, *,
+         weight_decay: float | None = None, clipnorm: float | None = None, clipvalue: float | None = None,
+         global_clipnorm: float | None = None, amsgrad: bool = False,
+         schedule: schedules.Schedule | None = None) -> Optimizer:
+    """An optimiser by name: sgd, momentum, nesterov (momentum with Nesterov's look-ahead) or adam, with
+    Keras' optional features under Keras' names (None = off) and a learning-rate schedule."""
+    features = dict(weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue,
+                    global_clipnorm=global_clipnorm, schedule=schedule)
+    if amsgrad and name != "adam":
+        raise ConfigError(f"amsgrad: only Adam has it (optimizer adam), got optimizer {name!r}")
     if name == "sgd":
-        return SGD(learning_rate, dtype, name="sgd")
+        return SGD(learning_rate, dtype, name="sgd", **features)
     if name in ("momentum", "nesterov"):
-        return Momentum(learning_rate, momentum, name == "nesterov", dtype, name=name)
+        return Momentum(learning_rate, momentum, name == "nesterov", dtype, name=name, **features)
     if name == "adam":
-        return Adam(learning_rate, beta_1, beta_2, epsilon, dtype, name="adam")
+        return Adam(learning_rate, beta_1, beta_2, epsilon, dtype, name="adam", amsgrad=amsgrad, **features)
     raise ConfigError(f"optimizer: unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def from_config(config) -> Optimizer:
+    """The optimiser a TrainConfig describes: its name, hyperparameters, features and schedule."""
+    schedule = schedules.make(config.schedule, config.decay_steps, config.decay_rate, config.staircase,
+                              config.warmup_steps, config.alpha, config.boundaries, config.values)
+    return make(config.optimizer, config.learning_rate, tf.as_dtype(config.dtype), config.momentum,
+                config.beta_1, config.beta_2, config.epsilon, weight_decay=config.weight_decay or None,
+                clipnorm=config.clipnorm, clipvalue=config.clipvalue, global_clipnorm=config.global_clipnorm,
+                amsgrad=config.amsgrad, schedule=schedule)

@@ -74,8 +74,7 @@ def build_model(config: TrainConfig, n_in: int, n_out: int, data: Dataset | None
 
 
 def build_optimizer(config: TrainConfig) -> optimizers.Optimizer:
-    return optimizers.make(config.optimizer, config.learning_rate, tf.as_dtype(config.dtype), config.momentum,
-                           config.beta_1, config.beta_2, config.epsilon)
+    return optimizers.from_config(config)
 
 
 class Trainer:
@@ -156,7 +155,7 @@ class Trainer:
         """`train_step`, given the current epoch's row order when the caller carries it (the fused loop)."""
         x, z = self.batch(self.optimizer.iterations, perm)
         if self.rule is not None:  # a local learning rule (core/optim/rules.py): its value and proposed weights
-            loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.learning_rate, x.dtype))
+            loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.current_learning_rate(), x.dtype))
 
             def update() -> None:
                 self.rule.assign(new_w, new_b)

@@ -19,6 +19,47 @@ def widths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"widths must be comma-separated whole numbers, got {text!r}") from None
 
 
+def numbers(kind: type):
+    """'100,200' -> [100, 200] (kind int) or [0.1, 0.01] (kind float), for --boundaries and --values."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(t) for t in text.split(",")] if text.strip() else []
+        except ValueError:
+            what = "whole numbers" if kind is int else "numbers"
+            raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}") from None
+    return parse
+
+
+def add_optimizer_flags(p: argparse.ArgumentParser) -> None:
+    """Keras' optimiser features and the learning-rate schedule (core/optim/optimizers.py, schedules.py)."""
+    from tfscope.core.config import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("optimiser features and learning-rate schedule (Keras' names and formulas)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="decoupled weight decay: var -= var * wd * lr before each update (default: 0 = off)")
+    g.add_argument("--clipnorm", type=float, default=None, help="clip each Variable's gradient to this L2 norm")
+    g.add_argument("--clipvalue", type=float, default=None, help="clip every gradient element to [-v, v]")
+    g.add_argument("--global-clipnorm", type=float, default=None,
+                   help="scale all gradients so their joint L2 norm is at most this (one clip flag at most)")
+    g.add_argument("--amsgrad", action="store_true", help="Adam: divide by the running maximum of v (AMSGrad)")
+    g.add_argument("--schedule", default=d.schedule,
+                   help="learning rate by step: constant (default), exponential, cosine, piecewise")
+    g.add_argument("--decay-steps", type=int, default=d.decay_steps,
+                   help="exponential: steps per factor --decay-rate; cosine: steps of the cosine phase")
+    g.add_argument("--decay-rate", type=float, default=d.decay_rate,
+                   help="exponential: lr * rate ** (step / decay_steps), rate in (0, 1]")
+    g.add_argument("--staircase", action="store_true", help="exponential: decay in whole --decay-steps only")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="cosine: linear warmup from 0 to --lr over this many steps first (default: 0)")
+    g.add_argument("--alpha", type=float, default=d.alpha,
+                   help="cosine: the final rate as a fraction of --lr, in [0, 1] (default: 0)")
+    g.add_argument("--boundaries", type=numbers(int), default=d.boundaries,
+                   help="piecewise: steps after which the rate changes, e.g. 500,1500")
+    g.add_argument("--values", type=numbers(float), default=d.values,
+                   help="piecewise: the rates, one more than the boundaries, e.g. 0.1,0.01,0.001 (--lr unused)")
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig
 
@@ -64,6 +105,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help=f"steps between checkpoints; 0 = every {CHECKPOINT_SECONDS:g} s of training (default: 0); "
                         "the end of a run is always saved")
+    add_optimizer_flags(p)
     g.add_argument("--no-compile-cache", action="store_true",
                    help="compile every XLA program afresh instead of loading it from the persistent cache "
                         "($TFSCOPE_COMPILE_CACHE, else $XDG_CACHE_HOME/tfscope or ~/.cache/tfscope; "
@@ -103,7 +145,12 @@ def config_from_args(args: argparse.Namespace):
                        target_loss=args.target_loss, grad=args.grad, rule=args.rule,
                        dtype=args.dtype, seed=args.seed,
                        standardize=args.standardize, checkpoint_every=args.checkpoint_every,
-                       strategy=args.strategy, devices=args.devices).validate()
+                       strategy=args.strategy, devices=args.devices,
+                       weight_decay=args.weight_decay, clipnorm=args.clipnorm, clipvalue=args.clipvalue,
+                       global_clipnorm=args.global_clipnorm, amsgrad=args.amsgrad, schedule=args.schedule,
+                       decay_steps=args.decay_steps, decay_rate=args.decay_rate, staircase=args.staircase,
+                       warmup_steps=args.warmup_steps, alpha=args.alpha, boundaries=args.boundaries,
+                       values=args.values).validate()
 
 
 def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool):
