@@ -30,7 +30,6 @@ from tfscope.export.model_runtimes import (
     ort_runtime,
     probe_xla,
     reference_runtime,
-    savedmodel_runtime,
     source_runtimes,
 )
 from tfscope.export.preflight import MARKER
@@ -101,7 +100,7 @@ def _deep_row(loc: TensorLocalisation, like: Comparison) -> Comparison:
 
 
 def verify_model(d: Path, meta: dict, atol: float | None, rtol: float | None, deep: bool = True,
-                 reference: bool = True):
+                 reference: bool = True, source: Source | None = None):
     """The Report of a model export (see the module docstring); parity.json is the caller's."""
     import onnx
 
@@ -115,12 +114,11 @@ def verify_model(d: Path, meta: dict, atol: float | None, rtol: float | None, de
         sets = load_feed_sets(d / INPUTS)
     except (OSError, ValueError) as e:
         raise RunDirError(f"{d / INPUTS}: unreadable ({e})") from None
-    source = export_source(d, meta)
+    source = source or export_source(d, meta)
     outputs = list(source.outputs)
     runtimes = source_runtimes(source)
-    signature = meta["source"].get("signature", "serving_default")
-    runtimes["savedmodel"] = loading(d / SAVED_MODEL, "SavedModel",
-                                     lambda: savedmodel_runtime(str(d / SAVED_MODEL), signature))
+    graph = converted_graph(d, meta)  # a load of its own: the reloaded SavedModel, and the TF side of the map
+    runtimes["savedmodel"] = ModelRuntime("savedmodel", graph.call)
     proto = loading(d / ONNX_FILE, "ONNX model", lambda: onnx.load(str(d / ONNX_FILE)))
     runtimes["ort_noopt"] = loading(d / ONNX_FILE, "ONNX model", lambda: ort_runtime(proto, outputs, False))
     runtimes["ort_all"] = ort_runtime(proto, outputs, True)
@@ -159,7 +157,6 @@ def verify_model(d: Path, meta: dict, atol: float | None, rtol: float | None, de
             summaries.append(dataclasses.replace(summary, runtime=label))
     inputs = {name: list(np.shape(next(iter(feeds.values())))) for name, feeds in sets.items()}
     report = Report(str(d), dtype, atol, rtol, inputs, comparisons, summaries)
-    graph = converted_graph(d, meta)
     first = report.first_failure
     loc = None
     if deep:

@@ -70,13 +70,6 @@ def probe_xla(runtime: ModelRuntime, feeds: Feeds) -> None:
         runtime.error = f"not compilable: {xla_op(e)}"
 
 
-def savedmodel_runtime(path: str, signature: str = "serving_default") -> ModelRuntime:
-    from tfscope.core.sources.source import load_saved_model
-
-    sig = load_saved_model(path, signature)
-    return ModelRuntime("savedmodel", sig.call)
-
-
 def _session(proto, optimise: bool):
     import onnxruntime as ort
 

@@ -196,7 +196,7 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
         from tfscope.core.sources.source import KerasSource
         from tfscope.export.rewrites import unroll_recurrent
 
-        source = load_keras(keras)
+        source = loaded = load_keras(keras)
         origin = {"kind": "keras", "path": str(Path(keras).resolve())}
         model, unrolled = unroll_recurrent(source.model)
         if unrolled:
@@ -205,6 +205,7 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
         source_file = Path(keras)
     else:
         source = load_saved_model(saved_model, signature)
+        loaded = None  # verify loads the export's copy: the source directory is not read again
         origin = {"kind": "saved_model", "path": str(Path(saved_model).resolve()), "signature": signature}
         source_file = Path(saved_model)
     sizes = feeds.parse_batch_sizes(batch_sizes) if not isinstance(batch_sizes, tuple) else batch_sizes
@@ -224,7 +225,7 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
         except OSError as e:
             raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
         write_model_export(source, tmp, opset, sets, meta, source_file)
-        report = verify(tmp, atol, rtol, write=False, deep=deep, reference=reference)
+        report = verify(tmp, atol, rtol, write=False, deep=deep, reference=reference, source=loaded)
         report.export_dir = str(out)
         write_json(tmp / PARITY, report_dict(report, read_meta(tmp)))
         check_target(out, force)

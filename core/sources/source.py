@@ -59,6 +59,7 @@ class Source:
         self.outputs = list(outputs)
         self._functions: dict[bool, Any] = {}
         self._frozen: Any = None
+        self._session: Any = None
 
     def _forward(self, *args):  # -> dict[str, tf.Tensor]
         raise NotImplementedError
@@ -121,18 +122,18 @@ class Source:
         import tensorflow as tf
 
         graph_def, inputs, _ = self.frozen_graph()
-
-        def imports():
-            tf.compat.v1.import_graph_def(graph_def, name="")
-
-        wrapped = tf.compat.v1.wrap_function(imports, [])
-        graph = wrapped.graph
+        if self._session is None:  # one graph and session per source: a frozen graph runs without lifting
+            graph = tf.Graph()
+            with graph.as_default():
+                tf.compat.v1.import_graph_def(graph_def, name="")
+            self._session = tf.compat.v1.Session(graph=graph)
+        graph = self._session.graph
         if names is None:
             skip = {"Const", "Placeholder", "NoOp"}
             names = [t.name for op in graph.get_operations() if op.type not in skip
                      for t in op.outputs if t.dtype.is_floating]
-        fetch = wrapped.prune([graph.as_graph_element(n) for n in inputs], [graph.as_graph_element(n) for n in names])
-        values = fetch(*self._args(feeds))
+        args = self._args(feeds)
+        values = self._session.run(list(names), {n: a.numpy() for n, a in zip(inputs, args)})
         return {n: np.asarray(v) for n, v in zip(names, values)}
 
     def float64(self) -> Source | None:
