@@ -116,11 +116,12 @@ def check_tolerance(name: str, value: float | None) -> None:
 
 
 def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None = None,
-           write: bool = True, deep: bool = True, reference: bool = True) -> Report:
+           write: bool = True, deep: bool = True, reference: bool = True, source=None) -> Report:
     """Run the export's inputs through every runtime; compare with eager; write parity.json.
     An export of a Keras file or SavedModel (export.json names its source) goes through
     export/model_parity.py: the same Report, over every named output, with the deep check
-    (`deep`) and the ONNX reference evaluator (`reference`) as options."""
+    (`deep`) and the ONNX reference evaluator (`reference`) as options; `source` is the model
+    already loaded from the same file (the export passes its own, saving a reload)."""
     d = Path(export_dir)
     check_tolerance("atol", atol)
     check_tolerance("rtol", rtol)
@@ -130,7 +131,7 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
 
     meta = read_meta(d)
     if meta is not None:
-        report = verify_model(d, meta, atol, rtol, deep=deep, reference=reference)
+        report = verify_model(d, meta, atol, rtol, deep=deep, reference=reference, source=source)
         if write:
             write_json(d / PARITY, report_dict(report, meta))
         return report
