@@ -113,8 +113,8 @@ def mode_runs() -> dict[str, Trainer]:
 def test_no_mode_retraces_and_every_mode_follows_the_schedule(mode_runs):
     """graph, xla and fused each trace once over calls of different lengths (the schedule reads
     `iterations`), and reach the same weights after 60 steps, through warmup and decay: within 1e-6
-    relative in float32 (XLA fuses and may round differently; see test_trainer.py), xla and fused bit
-    for bit (the same compiled step). Raw data, so no gradient is rounding noise that Adam would amplify."""
+    relative in float32 (XLA fuses and may round differently; test_trainer.py holds the modes' own
+    bit-level claims). Raw data, so no gradient is rounding noise that Adam would amplify."""
     ws = {}
     for mode, trainer in mode_runs.items():
         assert trainer.step == 60
@@ -123,8 +123,8 @@ def test_no_mode_retraces_and_every_mode_follows_the_schedule(mode_runs):
         # Past warmup (10) + decay (40) the rate sits at alpha * lr.
         assert float(trainer.optimizer.current_learning_rate()) == pytest.approx(0.1 * 0.05, rel=1e-6)
     scale = np.max(np.abs(ws["graph"]))
-    assert np.max(np.abs(ws["xla"] - ws["graph"])) / scale <= 1e-6
-    assert np.array_equal(ws["xla"], ws["fused"])
+    for mode in ("xla", "fused"):
+        assert np.max(np.abs(ws[mode] - ws["graph"])) / scale <= 1e-6, mode
 
 
 def test_resume_with_schedule_and_amsgrad_equals_one_run(tmp_path, mode_runs):
