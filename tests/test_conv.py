@@ -248,6 +248,13 @@ def test_resume_equals_one_run_and_export_profile_work(tiny_images, tmp_path):
     # float32 sums of at most 3*3*3*4 + 20 terms reordered by onnxruntime: well inside 1e-5 of the logits' scale
     assert rel(got[0], logits) <= 1e-5 and rel(got[1], served[PROBABILITIES].numpy()) <= 1e-5
 
+    # The whole export and equivalence report of that SavedModel (every runtime against eager and the
+    # rounding bounds), through the generic model export: `tfscope export RUN_DIR` still expects one output z.
+    from tfscope.export.writer import export_model
+
+    report = export_model(tmp_path / "export", saved_model=tmp_path / "sm", batch_sizes=[1, 7], deep=False)
+    assert report.passed, report.table()
+
     from tfscope.profiling import capture
 
     report = capture.profile_run(tmp_path / "whole", tmp_path / "profile", mode="graph", calls=2,
