@@ -168,21 +168,26 @@ def _blobs(path, names, rows=24, seed=0):
 
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.train.run import train
+
     root = tmp_path_factory.mktemp("classify")
     _blobs(root / "flowers.csv", ["virginica", "setosa", "versicolor"])
-    r = tfscope("train", "--data", str(root / "flowers.csv"), "--task", "classify", "--hidden", "6",
-                "--activation", "tanh", "--steps", "400", "--val-fraction", "0.25", "--out", str(root / "run"))
-    assert r.returncode == 0, r.stderr
-    return root, r.stdout
+    cfg = TrainConfig(data=str(root / "flowers.csv"), task="classify", loss="cross_entropy", hidden=[6],
+                      activation="tanh", steps=400, val_fraction=0.25)
+    return root, train(cfg, root / "run")
 
 
-def test_classify_run_records_classes_metrics_and_confusion(iris_run):
-    root, out = iris_run
+def test_classify_run_records_classes_metrics_and_confusion(iris_run, capsys):
+    from tfscope.commands.train import print_summary
+
+    root, result = iris_run
     run = root / "run"
     config = json.loads((run / "config.json").read_text())
     assert config["classes"] == ["setosa", "versicolor", "virginica"] and config["task"] == "classify"
     assert config["loss"] == "cross_entropy"
     m = json.loads((run / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(result.metrics))
     assert m["train_rows"] == 54 and m["val_rows"] == 18  # 25% of each class of 24 held out
     assert m["val_accuracy"] >= 0.9 and m["train_accuracy"] >= 0.9
     c = np.array(m["confusion"]["matrix"])
@@ -190,7 +195,8 @@ def test_classify_run_records_classes_metrics_and_confusion(iris_run):
     assert abs(np.trace(c) / 18 - m["val_accuracy"]) < 1e-12
     assert set(m["val_recall"]) == {"setosa", "versicolor", "virginica"}
     assert (run / "confusion.png").stat().st_size > 1000
-    assert "held-out" in out
+    print_summary(result)
+    assert f"held-out {m['val_accuracy']:.2%} of 18 rows" in capsys.readouterr().out
 
 
 def test_predict_prints_the_label_and_its_probability(iris_run):
