@@ -13,11 +13,13 @@ of Numerical Algorithms", 2nd ed., SIAM 2002, ch. 3, eq. (3.4)-(3.5) and Lemma 3
     accumulation (fused Gemm) counts as one more term: gamma_{n+1} (|w^|.|x^| + |b^|) + e_b
   Add/Sub: e_a + e_b + u (|a^| + |b^|)   Mul: e_a|b| + |a|e_b + e_a e_b + u |a^ b^|
   Div: (e_a + |a/b| e_b) / (|b| - e_b) + u |a^/b^|
-  Relu, max-pooling: Lipschitz 1 (max of the errors over the window); LeakyRelu(a): max(1,|a|)
-  Tanh: Lipschitz 1, Sigmoid: 1/4, each plus the float32 implementation's own error, measured
-    (TF eager, XLA and onnxruntime vs float64 on 5e6 points: tanh <= 5.5 u |y| with subnormal
-    results flushed to 0; sigmoid <= 1.74e-7 = 2.9 u absolute, onnxruntime's being an absolute,
-    not relative, approximation): allowed 12 u |y| + 2^-125 (tanh), 12 u |y| + 6 u (sigmoid)
+  Relu, max-pooling: Lipschitz 1 (max of the errors over the window), and 0 where the input is
+    surely negative (oracle < -2e); LeakyRelu(a): max(1,|a|), |a| where surely negative
+  Tanh: Lipschitz 1, Sigmoid: 1/4 (both: the derivative's largest value within 2e of the input),
+    plus the float32 implementation's own error, measured (TF eager, XLA and onnxruntime vs
+    float64 on 5e6 points: tanh <= 5.5 u |y| with subnormal results flushed to 0; sigmoid <=
+    1.74e-7 = 2.9 u absolute, onnxruntime's being an absolute, not relative, approximation):
+    allowed 12 u |y| + 2^-125 (tanh), 12 u |y| + 6 u (sigmoid)
   AveragePool/GlobalAveragePool/ReduceMean over k terms: mean of the errors + gamma_{k+1} mean|x^|
   BatchNormalization (inference, an affine map y = a (x - m) + B, a = scale / sqrt(var + eps)):
     |a| e_x + gamma_8 (|a| (|x^| + |m|) + |B|), covering the folded and unfolded forms
@@ -202,20 +204,30 @@ def _div(node, v, e, out, ctx):
 
 
 def _relu(node, v, e, out, ctx):
-    return [e[0]]
+    # where the oracle is below -2e, the exact and every evaluated input are negative: both give 0
+    return [np.where(v[0] < -2 * e[0], 0.0, e[0])]
 
 
 def _leaky(node, v, e, out, ctx):
     alpha = abs(float(_attr(node, "alpha", 0.01)))
-    return [max(1.0, alpha) * e[0] + U * alpha * _hat(v[0], e[0]) + TINY]
+    slope = np.where(v[0] < -2 * e[0], alpha, max(1.0, alpha))
+    return [slope * e[0] + U * alpha * _hat(v[0], e[0]) + TINY]
+
+
+def _nearest_zero(v: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """The smallest |t| over every t within 2e of the oracle (where the exact and evaluated inputs lie)."""
+    return np.maximum(np.abs(v) - 2 * e, 0.0)
 
 
 def _tanh(node, v, e, out, ctx):
-    return [e[0] + TANH_ULP * U * (np.abs(out[0]) + 2 * e[0]) + TINY]
+    slope = 1 - np.tanh(_nearest_zero(v[0], e[0])) ** 2  # tanh' falls with |t|: its largest value in reach
+    return [slope * e[0] + TANH_ULP * U * (np.abs(out[0]) + 2 * e[0]) + TINY]
 
 
 def _sigmoid(node, v, e, out, ctx):
-    return [0.25 * e[0] + TANH_ULP * U * (np.abs(out[0]) + 0.5 * e[0]) + SIGMOID_ABS]
+    s = 1 / (1 + np.exp(-_nearest_zero(v[0], e[0])))
+    slope = s * (1 - s)  # sigmoid' = s (1 - s), largest (1/4) at 0 and falling with |t|
+    return [slope * e[0] + TANH_ULP * U * (np.abs(out[0]) + 0.5 * e[0]) + SIGMOID_ABS]
 
 
 def _maxpool(node, v, e, out, ctx):
@@ -280,6 +292,8 @@ def _cast(node, v, e, out, ctx):
         return [e[0]]
     if src not in FLOATS and to == TensorProto.FLOAT and np.all(np.abs(v[0]) <= 2**24):
         return [np.zeros(out[0].shape)]  # integers up to 2^24 are exact in float32
+    if src not in FLOATS and to not in FLOATS:
+        return [None]  # integer to integer (shapes, indices): exact data, no float error
     raise NoRule
 
 

@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfscope.core.errors import ConfigError, RunDirError
 from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compare
@@ -20,6 +21,10 @@ from tfscope.export.inputs import INPUTS, load_inputs
 from tfscope.export.live import LIVE, load_live
 from tfscope.export.localize import Localisation, localise
 from tfscope.export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
+from tfscope.export.serving import OUTPUT
+
+if TYPE_CHECKING:
+    from tfscope.export.assess import Assessment
 
 SAVED_MODEL, ONNX_FILE, PARITY = "saved_model", "model.onnx", "parity.json"
 
@@ -34,17 +39,39 @@ class Report:
     comparisons: list[Comparison]  # one per (runtime, input), RUNTIMES order then input order
     summaries: list[Comparison]  # one per runtime, all inputs pooled
     localisation: Localisation | None = None  # of the first failing pair, when there is one
+    assessment: Assessment | None = None  # the rounding-bound verdict vs float64 (float32 tfscope runs)
+    rule: str = "fixed"  # what decides: "bound" (the default where there is an assessment) or "fixed"
 
     @property
     def passed(self) -> bool:
+        if self.rule == "bound" and self.assessment is not None:
+            return self.assessment.passed
         return all(c.passed for c in self.comparisons)
 
     @property
     def first_failure(self) -> Comparison | None:
+        """The first (runtime, input) failing the fixed rule (Polygraphy's, against eager)."""
         return next((c for c in self.comparisons if not c.passed), None)
+
+    def _bound_failure_line(self) -> str | None:
+        f = self.assessment.first_failure
+        if f is None:
+            return None
+        where = "" if f.worst_index is None else f" (worst element {f.worst_index})"
+        what = "its z" if f.output == OUTPUT else f"stage {f.output}"
+        line = (f"{f.runtime} exceeds what float32 rounding explains on input {f.input!r}{where}: {what} is "
+                f"{f.max_error:.3g} from the float64 network, {f.bound_use:.3g} x its rounding bound "
+                f"({f.allowed_at_worst:.3g} there)")
+        loc = self.localisation
+        if loc is not None:
+            line += (f"; first diverging stage: {loc.first_diverging}" if loc.first_diverging
+                     else "; no single stage exceeds its own rounding bound")
+        return line
 
     def failure_line(self) -> str | None:
         """One line naming the first failing pair, input and row (and the diverging stage)."""
+        if self.rule == "bound" and self.assessment is not None:
+            return self._bound_failure_line()
         f = self.first_failure
         if f is None:
             return None
@@ -74,10 +101,15 @@ class Report:
             "summaries": [c.to_dict() for c in self.summaries],
             "comparisons": [c.to_dict() for c in self.comparisons],
             "localisation": self.localisation.to_dict() if self.localisation else None,
+            "rule": self.rule, "bound_verdict": self.assessment.to_dict() if self.assessment else None,
+            "fixed_verdict": {"atol": self.atol, "rtol": self.rtol, "reference": EAGER,
+                              "passed": all(c.passed for c in self.comparisons)},
         }
 
     def table(self, detail: bool = False) -> str:
         """The human table: one row per runtime (all inputs pooled), or per (runtime, input)."""
+        if self.assessment is not None:
+            return self._bound_table(detail)
         rows = self.comparisons if detail else self.summaries
         head = ["runtime vs eager", "input", "max abs", "mean abs", "median abs", "max rel", "min atol",
                 "min rtol", "shape", "dtype", "nan/inf", "result"]
@@ -87,16 +119,60 @@ class Report:
         lines = [f"equivalence with the live eager network ({self.dtype}, atol {self.atol:g}, rtol {self.rtol:g};"
                  f" {sum(s[0] for s in self.inputs.values()):,} rows in {len(self.inputs)} input sets)",
                  *_format(head, body)]
+        lines += self._localisation_lines()
+        verdict = "PASS: every runtime matches" if self.passed else f"FAIL: {self.failure_line()}"
+        lines.append(verdict)
+        return "\n".join(lines)
+
+    def _localisation_lines(self) -> list[str]:
         loc = self.localisation
-        if loc is not None:
-            lines.append(f"localisation of {loc.runtime} on input {loc.input!r}:")
+        if loc is None:
+            return []
+        lines = [f"localisation of {loc.runtime} on input {loc.input!r}:"]
+        judged = {j.output: j for j in getattr(loc, "judgements", [])}
+        if judged:
+            lines += _format(["stage", "vs eager max abs", "vs float64", "stage bound use", "result"],
+                             [[c.output, _g(c.max_abs), _g(judged[c.output].max_error),
+                               _g(judged[c.output].bound_use), "pass" if judged[c.output].passed else "FAIL"]
+                              for c in loc.stages if c.output in judged])
+        else:
             lines += _format(["stage", "max abs", "max rel", "result"],
                              [[c.output, _g(c.max_abs), _g(c.max_rel), "pass" if c.passed else "FAIL"]
                               for c in loc.stages])
-            if loc.missing:
-                lines.append(f"  (not in this runtime's graph, folded away: {', '.join(loc.missing)})")
-        verdict = "PASS: every runtime matches" if self.passed else f"FAIL: {self.failure_line()}"
-        lines.append(verdict)
+        if loc.missing:
+            lines.append(f"  (not in this runtime's graph, folded away: {', '.join(loc.missing)})")
+        return lines
+
+    def _bound_table(self, detail: bool) -> str:
+        """Per runtime: the bound verdict vs the float64 network, then Polygraphy's columns vs eager."""
+        a = self.assessment
+        polygraphy = {(c.runtime, c.input): c for c in (self.comparisons if detail else self.summaries)}
+        rows = [j for j in a.outputs] if detail else a.summaries
+        head = ["runtime", "input", "err vs f64", "rel vs f64", "bound use", "worst at", "| vs eager: max abs",
+                "max rel", "min atol", "min rtol", "shape", "dtype", "nan/inf", "fixed rule", "result"]
+        body = []
+        for j in rows:
+            c = polygraphy.get((j.runtime, j.input if detail else "all"))
+            worst = j.output if detail else f"{j.worst_input}/{j.output}"
+            fixed = ([_g(c.max_abs), _g(c.max_rel), _g(c.min_atol), _g(c.min_rtol), "ok" if c.shape_ok else "DIFF",
+                      "ok" if c.dtype_ok else "DIFF", f"{c.nan_got}/{c.inf_got}", "pass" if c.passed else "FAIL"]
+                     if c is not None else ["-"] * 5 + ["-", "-", "(reference)"])
+            verdict = j.passed if self.rule == "bound" else (c is None or c.passed)
+            body.append([j.runtime, j.input, _g(j.max_error), _g(j.max_rel_error), _g(j.bound_use), worst,
+                         *fixed, "pass" if verdict else "FAIL"])
+        rows_n = f"{sum(s[0] for s in self.inputs.values()):,} rows in {len(self.inputs)} input sets"
+        decides = ("the rounding bound decides (bound use <= 1 passes); --atol/--rtol switch to the fixed rule"
+                   if self.rule == "bound" else
+                   f"the fixed rule decides (atol {self.atol:g}, rtol {self.rtol:g} vs eager, as asked)")
+        lines = [f"equivalence with the network in float64 ({self.dtype}; {rows_n}); {decides}",
+                 "bound use = max over elements of |error vs float64| / what float32 rounding can explain, "
+                 "for the output and every stage", *_format(head, body)]
+        if a.graph_checks:
+            worst = max(a.graph_checks, key=lambda j: j.bound_use)
+            lines.append(f"model.onnx evaluated in float64 vs the network: bound use {_g(worst.bound_use)} "
+                         f"(input {worst.input!r}){'' if worst.passed else ': the ONNX graph is not the network'}")
+        lines += self._localisation_lines()
+        lines.append("PASS: every runtime matches" if self.passed else f"FAIL: {self.failure_line()}")
         return "\n".join(lines)
 
 
@@ -140,16 +216,21 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
             raise RunDirError(f"{d}: not a complete export directory (no {part})")
     model, _ = load_live(d / LIVE)
     dtype = model.dtype.name
+    fixed = atol is not None or rtol is not None  # explicit tolerances ask for the fixed rule
     atol = DEFAULT_TOLERANCE[dtype] if atol is None else float(atol)
     rtol = DEFAULT_TOLERANCE[dtype] if rtol is None else float(rtol)
     try:
         sets = load_inputs(d / INPUTS)
     except (OSError, ValueError) as e:
         raise RunDirError(f"{d / INPUTS}: unreadable ({e})") from None
+    if dtype == "float32":  # a graph with no float64 form is refused before any runtime runs
+        from tfscope.export.assess import check_export_graph
+
+        check_export_graph(d / ONNX_FILE)
     runtimes = all_runtimes(model, d / SAVED_MODEL, d / ONNX_FILE)
     reference = runtimes[EAGER]
     refs = {name: reference.run(x) for name, x in sets.items()}
-    comparisons, summaries = [], []
+    comparisons, summaries, outputs = [], [], {EAGER: refs}
     for rt in RUNTIMES:
         parts, gots = [], []
         for name, x in sets.items():
@@ -158,10 +239,18 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
             gots.append(got)
         comparisons += parts
         summaries.append(combine(parts, list(refs.values()), gots))
+        outputs[rt] = dict(zip(sets, gots))
     report = Report(str(d), dtype, atol, rtol, {k: list(v.shape) for k, v in sets.items()}, comparisons, summaries)
-    first = report.first_failure
+    if dtype == "float32":  # float64 networks keep the fixed 1e-12 rule: no wider oracle here
+        from tfscope.export.assess import assess, attach_localisation
+
+        report.assessment = assess(model, d / ONNX_FILE, sets, outputs, runtimes)
+        report.rule = "fixed" if fixed else "bound"
+    first = report.first_failure if report.rule == "fixed" else report.assessment.first_failure
     if first is not None:
         report.localisation = localise(reference, runtimes[first.runtime], sets[first.input], first.input, atol, rtol)
+        if report.assessment is not None:
+            attach_localisation(report.assessment, report.localisation, report.rule == "bound")
     if write:
         write_report(d / PARITY, report)
     return report

@@ -6,9 +6,10 @@ Three rules, in order of preference:
   fallback  for tensors downstream of an op with no bound rule: max |got - oracle| <=
             FALLBACK_K * max(max |eager - oracle|, u max |oracle|), i.e. within k times
             TensorFlow eager's own float32 error vs float64 (u max|oracle| keeps an exactly
-            rounded eager from demanding bit equality). k = 16: measured on Softmax,
-            LayerNormalization, LSTM, GRU and attention models the ratio of any runtime's error
-            to eager's stayed at or below 4.1 (README, "How verify decides"); 16 leaves 4x room.
+            rounded eager from demanding bit equality). k = 8: measured on Softmax,
+            LayerNormalization, LSTM, GRU, attention and exp/log models (inputs N(0, 1) and
+            N(0, 100)), XLA's, onnxruntime's and the ONNX reference's error vs float64 stayed
+            within 1.52 times eager's own; 8 leaves 5x room.
   fixed     Polygraphy's rule (export/compare.py) against eager at an explicit atol/rtol, when
             the user asks for it.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from tfscope.export.compare import _json_number, compare, errors
 
 U = 2.0**-24
-FALLBACK_K = 16.0
+FALLBACK_K = 8.0
 
 
 @dataclass

@@ -53,7 +53,10 @@ def test_inner_product_bias_and_relu_by_hand():
     unfused = e_m + U * ((0.5 + 2 * e_m) + 0.25) + TINY
     fused = gamma(3) * (mag + 0.25) + 3 * TINY
     assert gb.bounds["a"][0, 0] == pytest.approx(max(unfused, fused) * widen, rel=1e-12)
-    assert gb.bounds["y"][0, 0] == gb.bounds["a"][0, 0]
+    # a = -0.25 is surely negative (its bound is ~1e-7): relu gives exactly 0 whatever the rounding
+    assert gb.bounds["y"][0, 0] == 0.0
+    gb = propagate(p, {"x": -x})  # a = 0.75 > 0: relu passes the error through
+    assert gb.bounds["y"][0, 0] == gb.bounds["a"][0, 0] > 0
     assert gb.order == ["w", "b", "x", "m", "a", "y"] and set(gb.rules.values()) == {"bound"}
 
 

@@ -64,7 +64,9 @@ def test_verify_fails_with_status_1_naming_pair_input_and_layer_and_benches(cli_
     r = tfscope("verify", str(broken), "--bench")
     assert r.returncode == 1, r.stderr
     fail = next(line for line in r.stdout.splitlines() if line.startswith("FAIL:"))
-    assert fail.startswith("FAIL: ort_noopt vs eager differs on input 'train'") and "layer_0" in fail
+    # the rounding bound decides by default: the runtime's distance from the float64 network is named
+    assert fail.startswith("FAIL: ort_noopt exceeds what float32 rounding explains on input 'train'")
+    assert "first diverging stage: layer_0" in fail
     assert json.loads((broken / "parity.json").read_text())["localisation"]["first_diverging"] == "layer_0"
     # the latency table follows the report
     bench = r.stdout.split("us/call", 1)[1].splitlines()[1:5]  # the four rows under its header

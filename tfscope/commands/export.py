@@ -100,6 +100,8 @@ def tolerance(text: str) -> float:
 
 
 def add_tolerance_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--atol", type=tolerance, help="absolute tolerance (default: 1e-5 for float32, 1e-12 for float64)")
-    p.add_argument("--rtol", type=tolerance, help="relative tolerance (default: 1e-5 for float32, 1e-12 for float64)")
+    fixed = ("given, switches a float32 verdict from the rounding bound vs float64 to the fixed rule vs eager "
+             "(Polygraphy's; the other tolerance defaults to 1e-5; float64 networks: always fixed, 1e-12)")
+    p.add_argument("--atol", type=tolerance, help=f"absolute tolerance; {fixed}")
+    p.add_argument("--rtol", type=tolerance, help=f"relative tolerance; {fixed}")
     p.add_argument("--detail", action="store_true", help="one table row per runtime and input set")
