@@ -181,7 +181,7 @@ def build(graph_def, proto, tf_shapes: Mapping[str, tuple] | None = None,
     for node in order:
         data_inputs = [_tensor(i) for i in node.input if not i.startswith("^")]
         tf_inputs[node.name], tf_types[node.name] = data_inputs, node.op
-        if node.op in skip:
+        if node.op in skip or node.op == "Identity":  # weight reads and call boundaries: nothing computed
             continue
         t = f"{node.name}:0"  # the op's result; later outputs (FusedBatchNorm's statistics) are not compared
         v = t
