@@ -366,10 +366,10 @@ def propagate(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], oracle: Grap
             rule = RULES.get(node.op_type)
             float_out = any(o is not None and o.dtype.kind == "f" for o in out)
             try:
-                if rule is None:
+                if (rule is None or not float_out) and node.op_type not in ("Shape", "Size"):
                     if float_out or any(np.any(ei) for ei in e if ei is not None):
                         raise NoRule
-                    result = [None] * len(out)  # an integer/bool op on exact inputs is exact
+                    result = [None] * len(out)  # an integer/bool op (shape arithmetic) on exact inputs is exact
                 else:
                     result = rule(node, v, e, out, ctx)
             except NoRule:
