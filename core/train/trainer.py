@@ -168,30 +168,41 @@ class Trainer:
         return loss
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Run up to `n` (<= K) steps in one while loop; return (steps run, loss buffer of size K).
+        """Run up to `n` (<= K) steps in one compiled call; return (steps run, loss buffer of size K).
 
         The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
-        at most the target. With mini-batches it starts from the held permutation (`held_permutation`),
-        carries it and recomputes it only when an epoch begins (a sort of all rows: per step it cost
-        more than the step itself). XLA:CPU
-        compiles the loop into one function when it is small (core/xla_flags.py)."""
+        at most the target. With mini-batches an outer loop runs once per epoch touched: it takes the
+        epoch's row order (`held_permutation`: a sort of all rows only when the epoch is new) and an
+        inner loop runs that epoch's steps. No sort inside the inner loop, so XLA:CPU compiles it into
+        one function when it is small (core/xla_flags.py); a sort there kept it a runtime call per
+        instruction."""
         k = self.steps_per_call
         n = tf.minimum(n, k)
         it = self.optimizer.iterations
-        shuffled = self.batch_size < self.rows
-
-        def step(i, hist, done, perm):
-            if shuffled:
-                perm = tf.cond(it % self.batches_per_epoch == 0, lambda: self.epoch_permutation(it), lambda: perm)
-            loss = self._step(perm if shuffled else None)
-            hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
-            return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target), perm
-
         nan = tf.constant(float("nan"), self.target.dtype)
-        perm = self.held_permutation() if shuffled else tf.zeros([0], tf.int32)  # (rows,) or unused
-        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False), perm)
-        i, hist, _, _ = tf.while_loop(lambda i, hist, done, perm: tf.logical_and(i < n, tf.logical_not(done)), step,
-                                      state, maximum_iterations=k)  # hist: (K,)
+
+        def steps(i, hist, done, until, perm):
+            """Steps i.. while i < until and no step stopped the loop."""
+            def step(i, hist, done):
+                loss = self._step(perm)
+                hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
+                return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
+
+            return tf.while_loop(lambda i, hist, done: tf.logical_and(i < until, tf.logical_not(done)), step,
+                                 (i, hist, done), maximum_iterations=k)
+
+        state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))  # hist: (K,)
+        if self.batch_size == self.rows:
+            i, hist, _ = steps(*state, n, None)
+            return i, hist
+        nb = self.batches_per_epoch
+
+        def epoch(i, hist, done):
+            left = tf.cast(nb - it % nb, tf.int32)  # steps left in the current epoch
+            return steps(i, hist, done, tf.minimum(n, i + left), self.held_permutation())
+
+        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)), epoch, state,
+                                   maximum_iterations=k)
         return i, hist
 
     def compiled(self, mode: str | None = None) -> Callable:
