@@ -265,3 +265,28 @@ def fused_step_instructions(steps_per_call: int = 1000) -> dict:
     by_opcode = Counter(i.opcode for c in parts for i in module.computations.get(c, []) if i.opcode not in hlo.NO_CODE)
     return {"per_step": module.executed_per_step(), "compiled_whole": module.compiled_whole(loop),
             "step_by_opcode": dict(by_opcode.most_common())}
+
+
+def cli_time_to_solution(cache_dir: Path | None) -> dict:
+    """`tfscope train` (defaults) run the way a user runs it, in a fresh process with the compile cache
+    in `cache_dir` (None: --no-compile-cache). Returns the process's wall time from its start to its
+    answer, and the run's own training wall time, compile time, steps and prediction at (3, 2)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tfscope.core import compile_cache
+
+    env = {**os.environ, compile_cache.ENV: str(cache_dir) if cache_dir else "off"}
+    with tempfile.TemporaryDirectory(prefix="tfscope-bench-cli-") as tmp:
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "tfscope", "train", "--out", str(Path(tmp) / "run")],
+                           capture_output=True, text=True, env=env, timeout=600)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"tfscope train failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+        m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    pred = float(m["prediction_at_3_2"][0])
+    return {"process_seconds": wall, "seconds": m["seconds"], "compile_seconds": m["compile_seconds"],
+            "steps": m["steps"], "prediction": pred, "reached": solved(pred)}

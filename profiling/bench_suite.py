@@ -1,7 +1,9 @@
 """`tfscope bench`: every benchmark in one process, then one table, bench.json and bench.png.
 
-Four parts (see bench_lecture, bench_compute, bench_inference): the lecture network per step,
-time to solution, a compute-bound network against the machine's matmul rate, and inference.
+Five parts (see bench_lecture, bench_compute, bench_inference, bench_scaling): the lecture network
+per step, time to solution (in this process, and as a user's `tfscope train` process with a cold and a
+warm compile cache), a compute-bound network against the machine's matmul rate, inference, and a
+sweep of width and batch against the floors and the matmul ceiling (bench_scaling.png).
 `Plan` holds the window sizes and repeat counts; `QUICK` is a reduced plan for smoke tests.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tfscope.profiling import bench_compute, bench_lecture
+from tfscope.profiling import bench_compute, bench_lecture, bench_scaling
 from tfscope.profiling.bench import JSON_FILE, PNG_FILE, Timing, progress, ratio
 
 US, MS = 1e6, 1e3
@@ -43,15 +45,24 @@ class Plan:
     matmul_window: int = 2  # matmuls per window
     inference_calls: int = 200  # calls per inference repeat (after 20 warm-up calls)
     inference_warmup: int = 20
+    cli_runs: bool = True  # time to solution as a new `tfscope train` process, cold and warm compile cache
+    scaling_widths: tuple[int, ...] = bench_scaling.WIDTHS  # the sweep (bench_scaling.py)
+    scaling_batches: tuple[int, ...] = bench_scaling.BATCHES
+    scaling_window_seconds: float = 0.3  # each timed window of the sweep lasts about this long
+    scaling_repeats: int = 3
 
 
 FULL = Plan()
 QUICK = Plan(repeats=2, lecture_window=5, fit_window_spe1=20, fit_window_spe100=200, eager_window=5,
              graph_window=20, fused_steps=10_000, lecture_cap_seconds=1.0, check_every=5, lecture_replay_steps=0,
              fit_cap_seconds=1.5, compute_window=1, matmul_n=1024, matmul_window=1, inference_calls=20,
-             inference_warmup=5)
+             inference_warmup=5, scaling_widths=(16,), scaling_batches=(32,), scaling_window_seconds=0.05,
+             scaling_repeats=2)
 
 FIT_SETTINGS = ((False, 1), (False, 100), (True, 1), (True, 100))  # (jit_compile, steps_per_execution)
+SCALING_PNG = "bench_scaling.png"
+WARM_TRAIN_GOAL = 0.25  # s of training wall time of the default lecture run, warm compile cache
+FLOOR_GOAL, XLA_FLOOR_GOAL, FIT_GOAL, FIT_MAX_WIDTH, CEILING_GOAL = 0.95, 1.3, 2.0, 256, 80.0
 FLOP_FORMULA = ("step = 3F, forward F = 2B * sum(in * out), backward ~ 2F; matmuls actually run = "
                 "3F - 2B * 784 * 1024 (layer 1 needs no input gradient); matmul = 2n^3")
 
@@ -137,14 +148,50 @@ def time_to_solution(plan: Plan, part1: dict) -> dict:
              f"{'solved' if own.reached else 'not solved'}")
     rows.append({"name": "tfscope train (default config)", **own.to_dict(),
                  "compile_seconds": metrics["compile_seconds"], "train_loop_seconds": metrics["seconds"]})
+    cli = cli_time_to_solution() if plan.cli_runs else []
     # A capped lecture loop: its own trajectory, continued compiled, says at which step it solves;
     # the loop's own pace up to the cap (checks included) carried on to that step projects its time.
     projected = None
     if lec.steps_to_solution and lec.steps:
         projected = lec.seconds * lec.steps_to_solution / lec.steps
     return {"unit": "s", "point": list(bench_lecture.POINT), "truth": bench_lecture.TRUTH,
-            "tolerance": bench_lecture.TOLERANCE, "rows": rows, "lecture_projected_seconds": projected,
+            "tolerance": bench_lecture.TOLERANCE, "rows": rows, "cli": cli, "lecture_projected_seconds": projected,
             "lecture_projection": "seconds at the cap x the trajectory's steps to solution / steps at the cap"}
+
+
+def cli_time_to_solution() -> list[dict]:
+    """`tfscope train` as a user runs it, twice in new processes sharing a new compile cache: cold, then warm."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tfscope-bench-cache-") as cache:
+        for name in ("cold compile cache", "warm compile cache"):
+            r = bench_lecture.cli_time_to_solution(Path(cache))
+            progress(f"tfscope train, new process, {name}: training {r['seconds']:.3f} s (compile "
+                     f"{r['compile_seconds']:.3f} s), process start to answer {r['process_seconds']:.2f} s")
+            rows.append({"name": f"tfscope train process, {name}", **r})
+    return rows
+
+
+def scaling(plan: Plan, ceiling_gflops: float) -> dict:
+    """Part 5: per step at every (width, batch), each method against the floors and the matmul ceiling."""
+    rows = []
+    t0 = time.perf_counter()
+    for width in plan.scaling_widths:
+        for batch in plan.scaling_batches:
+            row = bench_scaling.point(width, batch, plan.scaling_window_seconds, plan.scaling_repeats, progress)
+            fused = row["fused"]["median"]
+            row["fused_vs_floor"] = ratio(row["floor_xla_loop"]["median"], fused)  # >= 0.95: at the floor
+            row["xla_over_floor"] = ratio(row["xla"]["median"], row["floor_xla_loop"]["median"])  # <= 1.3
+            row["graph_over_floor"] = ratio(row["graph"]["median"], row["floor_tf_function"]["median"])  # <= 1.3
+            row["fused_vs_keras_fit"] = ratio(row["keras_fit"]["median"], fused)
+            row["fused_pct_of_ceiling"] = 100 * row["fused"]["gflops"] / ceiling_gflops
+            rows.append(row)
+    progress(f"scaling done ({time.perf_counter() - t0:.1f} s)")
+    return {"unit": "us/step", "rows_of_data": bench_scaling.ROWS, "features": bench_scaling.FEATURES,
+            "network": "FEATURES-w-w-1 relu, Adam, MSE, shuffled mini-batches", "keras_fit":
+            f"jit_compile on, steps_per_execution {bench_scaling.KERAS_SPE}", "ceiling_gflops": ceiling_gflops,
+            "methods": list(bench_scaling.METHODS), "rows": rows}
 
 
 def compute_bound(plan: Plan) -> dict:
@@ -219,6 +266,9 @@ def figures(result: dict) -> list[dict]:
            f"~{code['ns_per_instruction']:.1f} ns each, for {bench_compute.step_flops((2, 2, 1), 19)} matmul FLOPs")
     for f in (out[0], out[-1]):
         f["note"] = why
+    out.append({"figure": "fused mode, us per step of the lecture network (issue 17)", "goal": 0.1, "got": fused,
+                "at_most": True, "note": why})
+    out += cli_figures(result["time_to_solution"]) + scaling_figures(result["scaling"])
     if out[3]["got"] < out[3]["goal"] and cb[0]["low"] <= cb[1]["high"] and cb[1]["low"] <= cb[0]["high"]:
         out[3]["note"] = (f"short by {out[3]['goal'] / out[3]['got']:.2f}x, within this run's noise: repeats overlap "
                           f"({_fmt(cb[0]['low'])}..{_fmt(cb[0]['high'])} vs {_fmt(cb[1]['low'])}..{_fmt(cb[1]['high'])}"
@@ -229,6 +279,56 @@ def figures(result: dict) -> list[dict]:
             short = f"short by {max(f['got'] / f['goal'], f['goal'] / f['got']):.2f}x"
             f["note"] = f"{short}; {f['note']}" if f.get("note") else short
         f.setdefault("note", None)
+    return out
+
+
+def cli_figures(tts: dict) -> list[dict]:
+    """The warm-cache goal of the default `tfscope train`, with the process's own wall time beside it."""
+    rows = {r["name"]: r for r in tts.get("cli", [])}
+    warm, cold = rows.get("tfscope train process, warm compile cache"), rows.get("tfscope train process, cold "
+                                                                                 "compile cache")
+    if not warm:
+        return []
+    return [{"figure": "time to solution, warm cache: training wall time (s)", "goal": WARM_TRAIN_GOAL,
+             "got": warm["seconds"], "at_most": True,
+             "note": f"compile {warm['compile_seconds']:.3f} s of it (cold: {cold['seconds']:.3f} s, compile "
+                     f"{cold['compile_seconds']:.3f} s); process start to answer {warm['process_seconds']:.2f} s warm, "
+                     f"{cold['process_seconds']:.2f} s cold"}]
+
+
+def scaling_figures(part: dict) -> list[dict]:
+    """The sweep's goals, each as its worst point."""
+    rows = part["rows"]
+    if not rows:
+        return []
+
+    def at(r: dict) -> str:
+        return f"w{r['width']} b{r['batch']}"
+
+    def worst(key: str, pick, rs: list[dict]) -> tuple[float, str]:
+        r = pick(rs, key=lambda r: r[key])
+        return r[key], at(r)
+
+    out = []
+    got, where = worst("fused_vs_floor", min, rows)
+    out.append({"figure": "scaling: floor time / fused time, worst point", "goal": FLOOR_GOAL, "got": got,
+                "note": f"worst at {where}"})
+    got, where = worst("xla_over_floor", max, rows)
+    out.append({"figure": "scaling: xla time / floor time, worst point", "goal": XLA_FLOOR_GOAL, "got": got,
+                "at_most": True, "note": f"worst at {where}; xla runs one step per call"})
+    got, where = worst("graph_over_floor", max, rows)
+    out.append({"figure": "scaling: graph time / plain tf.function time, worst point", "goal": XLA_FLOOR_GOAL,
+                "got": got, "at_most": True, "note": f"worst at {where}"})
+    small = [r for r in rows if r["width"] <= FIT_MAX_WIDTH]
+    if small:
+        got, where = worst("fused_vs_keras_fit", min, small)
+        out.append({"figure": f"scaling: Keras fit time / fused time, worst at width <= {FIT_MAX_WIDTH}",
+                    "goal": FIT_GOAL, "got": got, "note": f"worst at {where}"})
+    big = [r for r in rows if r["width"] == max(bench_scaling.WIDTHS) and r["batch"] == max(bench_scaling.BATCHES)]
+    if big:
+        out.append({"figure": f"scaling: fused at {at(big[0])}, % of the matmul ceiling", "goal": CEILING_GOAL,
+                    "got": big[0]["fused_pct_of_ceiling"],
+                    "note": f"{big[0]['fused']['gflops']:.1f} of {part['ceiling_gflops']:.1f} GFLOP/s"})
     return out
 
 
@@ -270,6 +370,10 @@ def table(result: dict) -> str:
     for row in result["per_step"]["rows"]:
         lines.append(f"  {row['name']:<56} {_fmt(row['median']):>9} us {_fmt(row['low']):>9}..{_fmt(row['high']):<9}"
                      f" {_fmt(row['ratio_to_fused']):>9}x")
+    code = result["per_step"]["fused_step_hlo"]
+    lines.append(f"  fused step: {code['per_step']} optimized-HLO instructions ("
+                 + ", ".join(f"{n} {op}" for op, n in code["step_by_opcode"].items())
+                 + f"), {code['ns_per_instruction']:.1f} ns each")
     tts = result["time_to_solution"]
     lines += ["", f"2. Time to solution: |prediction at (3, 2) - 14| <= {tts['tolerance']:g}, compilation included"]
     for row in tts["rows"]:
@@ -278,6 +382,10 @@ def table(result: dict) -> str:
             state += f", XLA compile {row['compile_seconds']:.2f} s of it"
         lines.append(f"  {row['name']:<56} {row['seconds']:>9.2f} s  {row['steps']:>9,} steps, "
                      f"prediction {row['prediction']:.5f} ({state})")
+    for row in tts.get("cli", []):
+        lines.append(f"  {row['name']:<56} {row['seconds']:>9.3f} s  {row['steps']:>9,} steps, training wall time "
+                     f"(XLA compile {row['compile_seconds']:.3f} s of it); process start to answer "
+                     f"{row['process_seconds']:.2f} s")
     if tts["lecture_projected_seconds"]:
         lec = tts["rows"][0]
         lines.append(f"  {'lecture loop, projected (its pace x its steps to solve)':<56} "
@@ -312,6 +420,51 @@ def table(result: dict) -> str:
         if f["note"]:
             lines += textwrap.wrap(f["note"], 110, initial_indent="       ", subsequent_indent="       ")
     return "\n".join(lines)
+
+
+def scaling_table(part: dict) -> list[str]:
+    """Part 5 as lines: us per step of each method at each point, the ratios and GFLOP/s."""
+    lines = ["", f"5. Scaling: {part['features']}-w-w-1 relu, Adam, {part['rows_of_data']:,} rows shuffled, "
+             f"us per step (Keras fit {part['keras_fit']}); floors: the same step written plainly on one "
+             "fixed batch", f"   {'w':>5} {'batch':>5} {'MFLOP':>8} {'fused':>9} {'xla':>9} {'graph':>9} {'fit':>9} "
+             f"{'floor':>9} {'tf.fn':>9}  {'floor/fused':>11} {'xla/floor':>9} {'graph/fn':>8} {'fit/fused':>9} "
+             f"{'fused GFLOP/s':>13} {'% ceiling':>9}"]
+    for r in part["rows"]:
+        lines.append(f"   {r['width']:>5} {r['batch']:>5} {r['flops_per_step'] / 1e6:>8.2f} "
+                     + " ".join(f"{_fmt(r[m]['median']):>9}" for m in bench_scaling.METHODS)
+                     + f"  {r['fused_vs_floor']:>11.2f} {r['xla_over_floor']:>9.2f} {r['graph_over_floor']:>8.2f} "
+                     f"{r['fused_vs_keras_fit']:>9.2f} {r['fused']['gflops']:>13.1f} {r['fused_pct_of_ceiling']:>9.0f}")
+    return lines
+
+
+def plot_scaling(part: dict, path: Path) -> None:
+    """bench_scaling.png: log-log time per step against FLOPs per step, one line per method and batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
+    styles = dict(zip(bench_scaling.METHODS, ("o-", "s--", "^--", "v:", "k.-", "x:")))
+    for method in bench_scaling.METHODS:
+        pts = sorted((r["flops_per_step"], r[method]["median"]) for r in part["rows"])
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[method], label=method, alpha=0.8)
+    if part["rows"]:
+        f = sorted(r["flops_per_step"] for r in part["rows"])
+        ax.plot(f, [x / part["ceiling_gflops"] / 1e3 for x in f], color="grey", lw=1,
+                label=f"matmul ceiling {part['ceiling_gflops']:.0f} GFLOP/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FLOPs per training step (3 x forward)")
+    ax.set_ylabel("us per training step (median)")
+    ax.set_title(f"Scaling: {part['features']}-w-w-1, w in {sorted({r['width'] for r in part['rows']})}, "
+                 f"batch in {sorted({r['batch'] for r in part['rows']})}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -367,4 +520,5 @@ def write(result: dict, out: Path) -> tuple[Path, Path]:
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, jpath)
     plot(result, ppath)
+    plot_scaling(result["scaling"], out / SCALING_PNG)
     return jpath, ppath

@@ -144,7 +144,7 @@ def _check_timing(row: dict, where: str) -> None:
 
 def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(tmp_path):
     out = tmp_path / "bench"
-    proc = tfscope("bench", "--quick", "--out", str(out), timeout=300)
+    proc = tfscope("bench", "--quick", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((out / "bench.json").read_text())
     png = (out / "bench.png").read_bytes()
@@ -197,13 +197,39 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
         assert row["calls_per_s"] == pytest.approx(1e6 / row["median"])
         assert row["rows_per_s"] == pytest.approx(row["batch"] * 1e6 / row["median"])
 
-    assert len(doc["figures"]) == 7
+    cli = {row["name"]: row for row in part2["cli"]}  # two new `tfscope train` processes: cold, then warm cache
+    assert len(cli) == 2
+    for row in cli.values():
+        assert row["reached"] is True and 0 < row["compile_seconds"] < row["seconds"] < row["process_seconds"]
+
+    from tfscope.profiling.bench_compute import step_flops
+
+    part5 = doc["scaling"]
+    (point,) = part5["rows"]  # --quick: one point
+    assert (point["width"], point["batch"]) == (16, 32) and point["flops_per_step"] == step_flops((16, 16, 16, 1), 32)
+    for method in part5["methods"]:
+        _check_timing(point[method], method)
+        assert point[method]["gflops"] == pytest.approx(point["flops_per_step"] / point[method]["median"] / 1e3)
+    assert point["fused_vs_floor"] == pytest.approx(point["floor_xla_loop"]["median"] / point["fused"]["median"])
+    assert point["fused_pct_of_ceiling"] == pytest.approx(100 * point["fused"]["gflops"] / part5["ceiling_gflops"])
+    assert part5["ceiling_gflops"] == part3["ceiling"]["gflops"]
+    assert (out / "bench_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    names = [f["figure"] for f in doc["figures"]]
+    assert len(names) == len(set(names))
+    mine = [n for n in names if n.startswith("scaling:") or "warm cache" in n or "(issue 17)" in n]
+    assert len(mine) == 6  # the 0.1 us step, the warm cache, 4 scaling goals (--quick has no w1024 point)
     for f in doc["figures"]:
         _positive_finite(f["goal"], f["figure"])
         _positive_finite(f["got"], f["figure"])
         assert f["met"] == (f["got"] <= f["goal"] if f.get("at_most") else f["got"] >= f["goal"])
-    per_step_goal = doc["figures"][-1]
-    assert per_step_goal["at_most"] and per_step_goal["got"] == part1["rows"][-1]["median"]
+    by_name = {f["figure"]: f for f in doc["figures"]}
+    for goal in (0.5, 0.1):
+        per_step_goal = next(f for f in doc["figures"] if f["figure"].startswith("fused mode") and f["goal"] == goal)
+        assert per_step_goal["at_most"] and per_step_goal["got"] == part1["rows"][-1]["median"]
+    warm = by_name["time to solution, warm cache: training wall time (s)"]
+    assert warm["got"] == cli["tfscope train process, warm compile cache"]["seconds"] and warm["goal"] == 0.25
+    assert by_name["scaling: floor time / fused time, worst point"]["got"] == point["fused_vs_floor"]
     assert "tfscope fused" in proc.stdout and "Figures" in proc.stdout
 
     before = (out / "bench.json").read_bytes()
@@ -222,3 +248,30 @@ def test_bench_refuses_an_out_path_that_is_a_file(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"tfscope: error: bench: --out {target}: exists and is not a directory"]
     assert target.read_text() == "not a directory"
+
+
+def test_scaling_floor_is_the_projects_adam_step_written_plainly():
+    """The floor the sweep holds the project to computes the same training: from the same weights on
+    the same full batch, 30 Adam steps of PlainStep and of the project's fused mode agree within 1e-5
+    relative to the largest weight (float32; two programs may sum in different orders, and Adam's
+    division by sqrt(v) amplifies last-bit differences of small gradients over the steps)."""
+    import tensorflow as tf
+
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.train.trainer import Trainer
+    from tfscope.profiling import bench_scaling as bs
+
+    width, batch = 8, 32
+    config = TrainConfig(hidden=[width, width], activation="relu", optimizer="adam", learning_rate=bs.LEARNING_RATE,
+                         mode="fused", target_loss=0.0, standardize=False)
+    d = bs.random_data()
+    trainer = Trainer(config, type(d)(d.x[:batch], d.z[:batch], d.features, d.targets, d.source))
+    initial = [v.numpy() for v in trainer.model.weights]
+    plain = bs.PlainStep(width, batch, init=initial)
+    loop = tf.function(plain.loop, jit_compile=True, autograph=False)
+    assert int(loop(tf.constant(30))) == 30
+    assert len(trainer.run_chunk(30).losses) == 30
+    ours = np.concatenate([v.numpy().ravel() for v in trainer.model.weights])
+    floor = np.concatenate([v.numpy().ravel() for v in plain.params])
+    moved = np.max(np.abs(ours - np.concatenate([a.ravel() for a in initial])))
+    assert np.max(np.abs(ours - floor)) <= 1e-5 * np.max(np.abs(floor)) < moved / 100  # and it trained
