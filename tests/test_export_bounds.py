@@ -95,7 +95,7 @@ def test_conv_pool_and_batchnorm_hold_their_bounds_in_float32():
 
 def test_activations_and_division_hold_their_bounds_on_hard_inputs():
     """Tanh, Sigmoid and LeakyRelu of values from 1e-30 to 1e2 (where sigmoid's float32 forms err
-    in absolute, not relative, terms), division by a tensor, and float16-stored weights cast back.
+    in absolute, not relative, terms), division by a tensor, float16-stored weights cast back, ReLU6.
     Dividing by a sigmoid that may round to 0 has an infinite bound there, and only there."""
     rng = np.random.default_rng(4)
     x = (rng.choice([-1, 1], (64, 8)) * 10.0 ** rng.uniform(-30, 2, (64, 8))).astype(np.float32)
@@ -103,16 +103,19 @@ def test_activations_and_division_hold_their_bounds_on_hard_inputs():
     nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Sigmoid", ["x"], ["s"]),
              helper.make_node("LeakyRelu", ["x"], ["l"], alpha=0.01), helper.make_node("Add", ["s", "one"], ["q"]),
              helper.make_node("Div", ["l", "q"], ["d"]), helper.make_node("Div", ["t", "s"], ["r"]),
-             helper.make_node("Cast", ["w16"], ["w"], to=F), helper.make_node("MatMul", ["d", "w"], ["y"])]
-    g = model(nodes, [("x", [None, 8])], ["y", "r"], [("one", 1.0)])
+             helper.make_node("Cast", ["w16"], ["w"], to=F), helper.make_node("MatMul", ["d", "w"], ["y"]),
+             helper.make_node("Clip", ["y", "zero", "six"], ["c"])]
+    g = model(nodes, [("x", [None, 8])], ["c", "r"], [("one", 1.0), ("zero", 0.0), ("six", 6.0)])
     g.graph.initializer.append(numpy_helper.from_array(w16, "w16"))
     gb = propagate(g, {"x": x})
-    names = ["t", "s", "l", "d", "y", "r"]
+    names = ["t", "s", "l", "d", "y", "r", "c"]
     for n, got in zip(names, ort_run(g, {"x": x}, names)):
         assert judge(got, gb.values[n], gb.bounds[n]).passed, n
         assert np.isfinite(gb.bounds[n]).all() == (n != "r"), n
     assert (np.isinf(gb.bounds["r"]) == (gb.values["s"] <= 2 * gb.bounds["s"])).all()
     assert np.array_equal(gb.values["w"], w16.astype(np.float64)) and not gb.bounds["w"].any()
+    clipped = (gb.values["y"] < -2 * gb.bounds["y"]) | (gb.values["y"] > 6 + 2 * gb.bounds["y"])
+    assert clipped.any() and not gb.bounds["c"][clipped].any()  # surely clipped: exactly 0 or 6
 
 
 def test_an_op_without_a_rule_falls_back_visibly_and_downstream_too():
