@@ -221,7 +221,11 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
     assert len(mine) == 6  # the 0.1 us step, the warm cache, 4 scaling goals (--quick has no w1024 point)
     for f in doc["figures"]:
         _positive_finite(f["goal"], f["figure"])
-        _positive_finite(f["got"], f["figure"])
+        if f["figure"] in mine or not math.isnan(f["got"]):
+            _positive_finite(f["got"], f["figure"])
+        else:  # a figure --quick does not measure (NaN) is never met and says why
+            assert f["met"] is False and f["note"], f["figure"]
+            continue
         assert f["met"] == (f["got"] <= f["goal"] if f.get("at_most") else f["got"] >= f["goal"])
     by_name = {f["figure"]: f for f in doc["figures"]}
     for goal in (0.5, 0.1):
