@@ -121,6 +121,6 @@ def test_metrics_perfect_and_constant():
 
 
 def test_unknown_loss():
-    with pytest.raises(ConfigError, match="^loss: unknown loss 'hinge'; choose one of mse, half_mse, mae, huber, cross_entropy, "
-                       "softmax_ce, binary_ce$"):
+    with pytest.raises(ConfigError, match="^loss: unknown loss 'hinge'; choose one of mse, half_mse, mae, huber, "
+                       "cross_entropy, softmax_ce, binary_ce$"):
         losses.get("hinge")
