@@ -103,6 +103,19 @@ def network_graph(model) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def unbounded_reason(model) -> str | None:
+    """Why the rounding bound (export/assess.py, built on the Dense layers of a Regressor MLP) cannot
+    judge `model`, so the fixed rule decides; None when it can."""
+    from tfscope.core.nn.network import Classifier
+
+    if isinstance(model, Classifier):
+        return ("a classifier's softmax is outside the rounding bound; the fixed rule decides, on logits and "
+                "probabilities")
+    if model.mlp.spec is not None:
+        return f"the bound covers Dense MLPs, not the --net {model.mlp.spec!r} layers; the fixed rule decides"
+    return None
+
+
 def check_export_graph(path: Path) -> None:
     """Refuse (NoFloat64Form, one line) an export whose ONNX graph has no float64 form, before any
     runtime runs; an unreadable file is left for the runtimes to report."""

@@ -6,6 +6,8 @@ Sets (each an array of shape (batch, n_in) in the network's dtype, in this order
   beyond_1024    uniform rows in the range widened ten times about its centre
   zeros          a batch of 7 all-zero rows
   large          rows of magnitude 1e3 .. 1e6 with mixed signs
+Image-shaped inputs (batch, H, W, C) get the training rows plus core/sources/feeds' generated
+sets (batch_1, batch_7, batch_64: uniform inside the training range), each of shape (batch, H, W, C).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def make_inputs(x_train: np.ndarray, seed: int = SEED) -> dict[str, np.ndarray]:
     """The input sets for a network trained on `x_train` (rows, n_in), in its dtype."""
     x_train = np.asarray(x_train)
     dtype = x_train.dtype
+    if x_train.ndim > 2:
+        from tfscope.core.sources import feeds
+
+        spec = feeds.InputSpec("x", dtype.name, (None, *x_train.shape[1:]))
+        lo, hi = float(x_train.min()), float(x_train.max())
+        generated = feeds.generate([spec], ranges={"x": (lo, hi if hi > lo else lo + 1.0)}, seed=seed)
+        sets = {"train": x_train, **{name: f["x"] for name, f in generated.items()}}
+        return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in sets.items()}
     rng = np.random.default_rng(seed)
     n = x_train.shape[1]
     lo, hi = x_train.min(0).astype(np.float64), x_train.max(0).astype(np.float64)  # (n_in,)

@@ -215,6 +215,20 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
         if not (d / part).exists():
             raise RunDirError(f"{d}: not a complete export directory (no {part})")
     model, _ = load_live(d / LIVE)
+    from tfscope.export.assess import unbounded_reason
+
+    why = unbounded_reason(model)
+    if why is not None:  # a classifier or a convnet: every named output under the fixed rule, saying why
+        from tfscope.core.sources.source import RunSource
+        from tfscope.export.serving import SERVING, output_names
+
+        meta = {"source": {"kind": "run", "signature": SERVING, "fixed_rule_reason": why}}
+        source = RunSource(model, f"tfscope network of {d}", outputs=output_names(model))
+        report = verify_model(d, meta, atol, rtol, deep=deep, reference=reference, source=source)
+        report.parity = lambda: report_dict(report, meta)  # type: ignore[attr-defined]  (parity.json's body)
+        if write:
+            write_json(d / PARITY, report.parity())
+        return report
     dtype = model.dtype.name
     fixed = atol is not None or rtol is not None  # explicit tolerances ask for the fixed rule
     atol = DEFAULT_TOLERANCE[dtype] if atol is None else float(atol)

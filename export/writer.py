@@ -21,9 +21,9 @@ from tfscope.core.errors import RunDirError
 from tfscope.core.nn.network import Regressor
 from tfscope.export.inputs import INPUTS, make_inputs, save_inputs
 from tfscope.export.live import LIVE, save_live
-from tfscope.export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_report
+from tfscope.export.parity import ONNX_FILE, PARITY, SAVED_MODEL, Report, verify, write_json, write_report
 from tfscope.export.preflight import DEFAULT_OPSET, MARKER, check_opset, check_target
-from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule
+from tfscope.export.serving import INPUT, LAYERS, OUTPUT, SERVING, ExportModule, output_names
 
 BATCH = "batch"  # the symbolic batch dimension's name in the ONNX graph
 PARTIAL = ".partial-"
@@ -67,9 +67,11 @@ def write_onnx(module: ExportModule, path: Path, opset: int) -> None:
     proto, _ = tf2onnx.convert.from_function(module.serve, input_signature=module.serve.input_signature,
                                              opset=opset)
     names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
-    if names != ([INPUT], [OUTPUT]):
-        raise RuntimeError(f"ONNX graph has inputs {names[0]} and outputs {names[1]}; expected [x] and [z]")
-    for value in (proto.graph.input[0], proto.graph.output[0]):
+    expected = ([INPUT], output_names(module.model))
+    if names != expected:
+        raise RuntimeError(f"ONNX graph has inputs {names[0]} and outputs {names[1]}; expected {expected[0]} and "
+                           f"{expected[1]}")
+    for value in (proto.graph.input[0], *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
@@ -85,7 +87,7 @@ def write_export(model: Regressor, x_train, directory: Path, opset: int, info: d
                         signatures={SERVING: module.serve, LAYERS: module.layers})
     write_onnx(module, directory / ONNX_FILE, opset)
     meta = {"format": "tfscope-export", "version": 1, "opset": opset, "input": INPUT, "output": OUTPUT,
-            "files": [SAVED_MODEL, ONNX_FILE, INPUTS, LIVE, PARITY], **info}
+            "outputs": output_names(model), "files": [SAVED_MODEL, ONNX_FILE, INPUTS, LIVE, PARITY], **info}
     (directory / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -126,7 +128,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
         write_export(trainer.model, trainer.data.x, tmp, opset, info, run_dir / CONFIG)
         report = verify(tmp, atol, rtol, write=False)
         report.export_dir = str(out)
-        write_report(tmp / PARITY, report)
+        parity = getattr(report, "parity", None)  # a classifier or convnet: every named output, fixed rule
+        if parity is not None:
+            write_json(tmp / PARITY, parity())
+        else:
+            write_report(tmp / PARITY, report)
         check_target(out, force)
         commit(tmp, out)
     finally:

@@ -141,33 +141,38 @@ class Source:
 
 
 class RunSource(Source):
-    """A tfscope network (raw x in, raw z out), live or rebuilt from an export's checkpoint."""
+    """A tfscope network (raw x of the model's `in_shape` in), live or rebuilt from an export's
+    checkpoint. `outputs` names what it returns, in order: one name for a regressor's z, two for a
+    classifier's logits and probabilities (the export passes export/serving.py `output_names`)."""
 
     kind = "run"
 
     def __init__(self, model, description: str = "tfscope network", input_name: str = "x",
-                 output_name: str = "z") -> None:
-        n_in = model.mlp.sizes[0]
-        super().__init__(description, [InputSpec(input_name, model.dtype.name, (None, n_in))], [output_name])
+                 outputs: Sequence[str] = ("z",)) -> None:
+        classifier = hasattr(model, "probabilities")
+        if len(outputs) != (2 if classifier else 1):
+            raise ValueError(f"RunSource: a {'classifier' if classifier else 'regressor'} returns "
+                             f"{2 if classifier else 1} output(s), got names {list(outputs)}")
+        spec = InputSpec(input_name, model.dtype.name, (None, *model.in_shape))
+        super().__init__(description, [spec], list(outputs))
         self.model = model
 
     def _forward(self, x):
+        if len(self.outputs) == 2:
+            from tfscope.core.nn.losses import probabilities
+
+            logits = self.model(x)  # (batch, classes), or (batch, 1) for two classes
+            return {self.outputs[0]: logits, self.outputs[1]: probabilities(logits)}  # (batch, classes)
         return {self.outputs[0]: self.model(x)}
 
     def float64(self) -> RunSource:
         """The same network in float64: every Variable cast exactly from its float32 value."""
         import tensorflow as tf
 
-        from tfscope.core.nn.network import Regressor
-
-        m = self.model
-        if m.dtype == tf.float64:
+        if self.model.dtype == tf.float64:
             return self
-        m64 = Regressor(m.mlp.sizes, m.mlp.activation, 0, tf.float64)
-        for dst, src in zip(m64.trainable_variables + m64.non_trainable_variables,
-                            m.trainable_variables + m.non_trainable_variables):
-            dst.assign(src.numpy().astype(np.float64))
-        return RunSource(m64, f"{self.description}, float64", self.inputs[0].name, self.outputs[0])
+        return RunSource(self.model.like(tf.float64), f"{self.description}, float64", self.inputs[0].name,
+                         self.outputs)
 
 
 class KerasSource(Source):
