@@ -29,12 +29,26 @@ def weight_tags(trainer: Trainer) -> list[str]:
 
 
 def write_losses(w: tf.summary.SummaryWriter, trainer: Trainer, first_step: int, losses: Sequence[float]) -> None:
-    """One `loss` and one `learning_rate` point per training step, from `first_step` on."""
+    """One `loss` and one `learning_rate` point per training step, from `first_step` on.
+
+    The writes run as one graph loop: an eager `tf.summary.scalar` costs ~2.5 ms a point here, so
+    a profile window of 100,000 steps took minutes; in a graph it is ~20 us a point. The function
+    is traced per call because a traced summary op keeps the writer it was traced with."""
     lr = float(trainer.optimizer.learning_rate.numpy())
-    with w.as_default():
-        for i, loss in enumerate(np.asarray(losses, np.float64)):
-            tf.summary.scalar("loss", loss, step=first_step + i)
-            tf.summary.scalar("learning_rate", lr, step=first_step + i)
+
+    from tensorboard.plugins.scalar import metadata
+
+    meta = {tag: metadata.create_summary_metadata(tag, None).SerializeToString() for tag in ("loss", "learning_rate")}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float64), tf.TensorSpec([], tf.int64)])
+    def write(values: tf.Tensor, first: tf.Tensor) -> None:
+        with w.as_default():  # tf.summary.write keeps its tag as given (scalar() would prefix the loop's scope)
+            for i in tf.range(tf.shape(values, out_type=tf.int64)[0]):
+                tf.summary.write("loss", tf.cast(values[i], tf.float32), step=first + i, metadata=meta["loss"])
+                tf.summary.write("learning_rate", tf.constant(lr, tf.float32), step=first + i,
+                                 metadata=meta["learning_rate"])
+
+    write(tf.constant(np.asarray(losses, np.float64)), tf.constant(first_step, tf.int64))
 
 
 def write_state(w: tf.summary.SummaryWriter, trainer: Trainer, step: int | None = None) -> dict[str, float]:
