@@ -58,6 +58,18 @@ def remove_stale(out: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def staging_dir(out: Path) -> Path:
+    """Create EXPORT_DIR's parent, clear dead exports' leftovers, and name this export's temporary
+    directory beside EXPORT_DIR (not yet created)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
+        raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
+    remove_stale(out)
+    return out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+
+
 def write_onnx(module: ExportModule, path: Path, opset: int) -> None:
     """Convert `serve` with tf2onnx, name the batch dimension, check the model fully, save it."""
     import onnx
@@ -111,13 +123,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
     run_dir, out = Path(run_dir), Path(out_dir)
     check_target(out, force)
     trainer = load_run(run_dir)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
-        raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
-    remove_stale(out)
-    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    tmp = staging_dir(out)
     info = {"run_dir": str(run_dir.resolve()), "step": trainer.step, "features": list(trainer.data.features),
             "targets": list(trainer.data.targets), "tensorflow": tf.__version__}
     try:
@@ -218,13 +224,7 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
     sets = feeds.generate(source.inputs, shapes, ranges, sizes, npz=npz)
     meta = {"source": origin, "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)}
                                          for s in source.inputs], "outputs": list(source.outputs)}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
-        raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
-    remove_stale(out)
-    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    tmp = staging_dir(out)
     try:
         try:
             tmp.mkdir()
