@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import tensorflow as tf
@@ -58,16 +60,30 @@ def remove_stale(out: Path) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-def staging_dir(out: Path) -> Path:
-    """Create EXPORT_DIR's parent, clear dead exports' leftovers, and name this export's temporary
-    directory beside EXPORT_DIR (not yet created)."""
+@contextmanager
+def staged(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary directory beside EXPORT_DIR to write the export into: EXPORT_DIR's parent is
+    created and dead exports' leftovers cleared first; when the block completes, the export is
+    moved into place (EXPORT_DIR checked again: --force rules); whatever happens, no temporary
+    directory is left behind."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror
         raise RunDirError(f"{out}: cannot create its directory {out.parent} ({why})") from None
     remove_stale(out)
-    return out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    tmp = out.parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    try:
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
+        yield tmp
+        check_target(out, force)
+        commit(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_onnx(module: ExportModule, path: Path, opset: int) -> None:
@@ -123,14 +139,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
     run_dir, out = Path(run_dir), Path(out_dir)
     check_target(out, force)
     trainer = load_run(run_dir)
-    tmp = staging_dir(out)
     info = {"run_dir": str(run_dir.resolve()), "step": trainer.step, "features": list(trainer.data.features),
             "targets": list(trainer.data.targets), "tensorflow": tf.__version__}
-    try:
-        try:
-            tmp.mkdir()
-        except OSError as e:
-            raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
+    with staged(out, force) as tmp:
         write_export(trainer.model, trainer.data.x, tmp, opset, info, run_dir / CONFIG)
         report = verify(tmp, atol, rtol, write=False)
         report.export_dir = str(out)
@@ -139,11 +150,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, opset: int = DEFAULT_OP
             write_json(tmp / PARITY, parity())
         else:
             write_report(tmp / PARITY, report)
-        check_target(out, force)
-        commit(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
@@ -224,19 +230,9 @@ def export_model(out_dir: str | Path, keras: str | Path | None = None, saved_mod
     sets = feeds.generate(source.inputs, shapes, ranges, sizes, npz=npz)
     meta = {"source": origin, "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)}
                                          for s in source.inputs], "outputs": list(source.outputs)}
-    tmp = staging_dir(out)
-    try:
-        try:
-            tmp.mkdir()
-        except OSError as e:
-            raise RunDirError(f"{out}: cannot write in {out.parent} ({e.strerror})") from None
+    with staged(out, force) as tmp:
         write_model_export(source, tmp, opset, sets, meta, source_file)
         report = verify(tmp, atol, rtol, write=False, deep=deep, reference=reference, source=loaded)
         report.export_dir = str(out)
         write_json(tmp / PARITY, report_dict(report, read_meta(tmp)))
-        check_target(out, force)
-        commit(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return report

@@ -57,7 +57,26 @@ class Dense(tf.Module):
         return tf.matmul(d_pre, self.w, transpose_b=True), grads  # (batch, in)
 
 
-class MLP(tf.Module):
+class LayerStack(tf.Module):
+    """Layers applied in order (`self.layers`); the base of MLP and Sequential."""
+
+    layers: list
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def layer_outputs(self, x: tf.Tensor) -> list[tf.Tensor]:
+        """Each layer's output in turn (the last is the network's output)."""
+        outs = []
+        for layer in self.layers:
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+
+class MLP(LayerStack):
     """Dense layers of the given sizes; hidden layers use `activation`, the output layer is linear."""
 
     def __init__(self, sizes: Sequence[int], activation: str = "linear", seed: int = 0,
@@ -94,19 +113,6 @@ class MLP(tf.Module):
         """Trainable Variables in a fixed order: w0, b0, w1, b1, ..."""
         return [v for layer in self.layers for v in (layer.w, layer.b)]
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def layer_outputs(self, x: tf.Tensor) -> list[tf.Tensor]:
-        """Each layer's output in turn (the last is the network's output)."""
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        return outs
-
     def is_linear(self) -> bool:
         return all(layer.activation == "linear" for layer in self.layers)
 
@@ -122,7 +128,7 @@ class MLP(tf.Module):
         return w, b
 
 
-class Sequential(tf.Module):
+class Sequential(LayerStack):
     """The layers of a `--net` spec (core/nn/netspec.py) in order, for inputs of `in_shape` (without the
     batch: (features,) or (H, W, C)); the output layer has `n_out` units and is linear."""
 
@@ -164,18 +170,6 @@ class Sequential(tf.Module):
     def weights(self) -> list[tf.Variable]:
         """Trainable Variables in layer order, each layer's in its own order (w, b)."""
         return [v for layer in self.layers for v in layer.params]
-
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def layer_outputs(self, x: tf.Tensor) -> list[tf.Tensor]:
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        return outs
 
     def is_linear(self) -> bool:
         return all(isinstance(layer, Dense) and layer.activation == "linear" for layer in self.layers)
