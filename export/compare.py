@@ -49,6 +49,23 @@ class Comparison:
     def to_dict(self) -> dict:
         return {k: _json_number(v) for k, v in dataclasses.asdict(self).items()}
 
+    def why(self) -> str:
+        """What fails, in one clause list: shape, dtype, NaN, and the elements beyond the tolerances
+        with the smallest tolerances that would pass; the one wording verify, JUnit and
+        tfscope.testing give."""
+        why = []
+        if not self.shape_ok:
+            why.append(f"shape {self.got_shape} != {self.ref_shape}")
+        if not self.dtype_ok:
+            why.append(f"dtype {self.got_dtype} != {self.ref_dtype}")
+        if self.nan_got or self.nan_ref:
+            why.append(f"{self.nan_got + self.nan_ref} NaN")
+        if self.shape_ok and self.failed_elements:
+            why.append(f"{self.failed_elements} of {self.elements} element(s) beyond atol {self.atol:g} and rtol "
+                       f"{self.rtol:g} (first at row {self.first_failed_row}), max abs {self.max_abs:.3g}, max rel "
+                       f"{self.max_rel:.3g}; passing would need atol {self.min_atol:.3g} or rtol {self.min_rtol:.3g}")
+        return "; ".join(why or ["failed"])
+
 
 def _json_number(v):
     """JSON has no inf or NaN: write them as strings."""

@@ -57,11 +57,9 @@ class Report:
         f = self.assessment.first_failure
         if f is None:
             return None
-        where = "" if f.worst_index is None else f" (worst element {f.worst_index})"
         what = "its z" if f.output == OUTPUT else f"stage {f.output}"
-        line = (f"{f.runtime} exceeds what float32 rounding explains on input {f.input!r}{where}: {what} is "
-                f"{f.max_error:.3g} from the float64 network, {f.bound_use:.3g} x its rounding bound "
-                f"({f.allowed_at_worst:.3g} there)")
+        line = (f"{f.runtime} exceeds what float32 rounding explains on input {f.input!r}: "
+                + f.why(what, "the float64 network"))
         loc = self.localisation
         if loc is not None:
             line += (f"; first diverging stage: {loc.first_diverging}" if loc.first_diverging
@@ -75,18 +73,7 @@ class Report:
         f = self.first_failure
         if f is None:
             return None
-        why = []
-        if not f.shape_ok:
-            why.append(f"shape {f.got_shape} != {f.ref_shape}")
-        if not f.dtype_ok:
-            why.append(f"dtype {f.got_dtype} != {f.ref_dtype}")
-        if f.nan_got or f.nan_ref:
-            why.append(f"{f.nan_got + f.nan_ref} NaN")
-        if f.failed_elements and f.shape_ok:
-            why.append(f"{f.failed_elements} element(s) beyond atol {f.atol:g} and rtol {f.rtol:g}, "
-                       f"max abs {f.max_abs:.3g}, max rel {f.max_rel:.3g}")
-        line = (f"{f.runtime} vs {EAGER} differs on input {f.input!r} (first at row {f.first_failed_row}): "
-                + "; ".join(why))
+        line = f"{f.runtime} vs {EAGER} differs on input {f.input!r}: {f.why()}"
         loc = self.localisation
         if loc is not None:
             line += (f"; first diverging stage: {loc.first_diverging}" if loc.first_diverging

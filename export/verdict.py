@@ -49,6 +49,19 @@ class Judgement:
     def to_dict(self) -> dict:
         return {k: _json_number(v) for k, v in dataclasses.asdict(self).items()}
 
+    def why(self, what: str | None = None, oracle: str = "the float64 oracle") -> str:
+        """How far the tensor is from the oracle against what its rule allows, in one clause; `what`
+        names the tensor (default: its output name). The one wording verify, JUnit and
+        tfscope.testing give."""
+        what = what or (repr(self.output) if self.output else "its output")
+        if not self.shape_ok:
+            return f"{what} has the wrong shape"
+        where = "" if self.worst_index is None else f" at element {self.worst_index}"
+        nan = f", {self.nan} NaN" if self.nan else ""
+        limit = "its rounding bound" if self.rule == "bound" else f"what its rule allows ({self.rule})"
+        return (f"{what} is {self.max_error:.3g} from {oracle}{nan}, {self.bound_use:.3g} x {limit} "
+                f"({self.allowed_at_worst:.3g}{where})")
+
 
 def _index(flat: int, shape: tuple[int, ...]) -> list[int]:
     return [int(i) for i in np.unravel_index(flat, shape)] if shape else []

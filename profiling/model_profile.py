@@ -139,8 +139,7 @@ def train_step(source, feeds: dict, learning_rate: float = LEARNING_RATE) -> tup
     if getattr(source, "kind", "") != "keras":
         raise ConfigError("--train: needs a Keras model (--keras); a SavedModel signature has no training step")
     model = source.model
-    inputs = source._args(feeds)
-    x = inputs[0] if source._single else {s.name: a for s, a in zip(source.inputs, inputs)}
+    x = source.structured(source.args(feeds))
     name = loss_name(model)
     y = tf.nest.map_structure(tf.identity, model(x, training=False))
     if name and "sparse" in name.lower():
@@ -172,7 +171,7 @@ def profile_model(source, feeds: dict, logdir: str | Path, *, train: bool = Fals
     if train:
         xla_fn, graph_fn, args = train_step(source, feeds)
     else:
-        xla_fn, graph_fn, args = source.function(jit_compile=True), source.function(), tuple(source._args(feeds))
+        xla_fn, graph_fn, args = source.function(jit_compile=True), source.function(), tuple(source.args(feeds))
     inputs = ", ".join(f"{'x'.join(map(str, v.shape))}" for v in feeds.values())
     what = "training step" if train else "inference"
     title = f"{Path(model_path).name if model_path else source.kind} {what}, {inputs}"

@@ -40,8 +40,10 @@ def test_a_report_as_junit_keeps_every_pair_and_its_numbers(tmp_path):
     failed = [k for k, c in got.items() if c.find("failure") is not None]
     assert failed == [("ort_all", "b")]
     message = got[("ort_all", "b")].find("failure").get("message")
-    assert message == ("ort_all differs from eager on input 'b': 6 element(s) beyond atol 1e-05 and rtol 1e-05 "
-                       "(first at row 0)")
+    bad = comparisons[3]
+    assert message == ("ort_all differs from eager on input 'b': 6 of 6 element(s) beyond atol 1e-05 and rtol 1e-05 "
+                       f"(first at row 0), max abs {bad.max_abs:.3g}, max rel {bad.max_rel:.3g}; passing would need "
+                       f"atol {bad.min_atol:.3g} or rtol {bad.min_rtol:.3g}")
     props = {p.get("name"): p.get("value") for p in got[("ort_all", "b")].find("properties")}
     assert float(props["max_abs"]) == pytest.approx(comparisons[3].max_abs, rel=1e-5)  # written with 6 digits
     assert props["failed_elements"] == "6"

@@ -31,27 +31,6 @@ def _number(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _why_fixed(c) -> str:
-    why = []
-    if not c.shape_ok:
-        why.append(f"shape {c.got_shape} != {c.ref_shape}")
-    if not c.dtype_ok:
-        why.append(f"dtype {c.got_dtype} != {c.ref_dtype}")
-    if c.nan_got or c.nan_ref:
-        why.append(f"{c.nan_got + c.nan_ref} NaN")
-    if c.shape_ok and c.failed_elements:
-        why.append(f"{c.failed_elements} element(s) beyond atol {c.atol:g} and rtol {c.rtol:g} "
-                   f"(first at row {c.first_failed_row})")
-    return f"{c.runtime} differs from eager on input {c.input!r}: " + "; ".join(why or ["failed"])
-
-
-def _why_bound(j) -> str:
-    what = "its output" if not j.output else f"{j.output!r}"
-    where = "" if j.worst_index is None else f" (worst element {j.worst_index})"
-    return (f"{j.runtime} exceeds what float32 rounding explains on input {j.input!r}: {what} is {j.max_error:.3g} "
-            f"from the float64 oracle{where}, {j.bound_use:.3g} x its rounding bound")
-
-
 def cases(report) -> list[tuple[str, str, bool, str | None, dict]]:
     """(runtime, input set, passed, failure message, numbers) per case, judged by the rule that
     decides the report: the rounding bound (output and every stage of that runtime and input set)
@@ -69,11 +48,13 @@ def cases(report) -> list[tuple[str, str, bool, str | None, dict]]:
             c = fixed.get((j.runtime, j.input))
             if c is not None:
                 numbers.update({f"vs_eager_{k}": getattr(c, k) for k in NUMBERS})
-            out.append((j.runtime, j.input, bad is None, None if bad is None else _why_bound(bad), numbers))
+            why = (None if bad is None else
+                   f"{bad.runtime} exceeds what float32 rounding explains on input {bad.input!r}: {bad.why()}")
+            out.append((j.runtime, j.input, bad is None, why, numbers))
         return out
     for c in report.comparisons:
-        out.append((c.runtime, c.input, c.passed, None if c.passed else _why_fixed(c),
-                    {k: getattr(c, k) for k in NUMBERS}))
+        why = None if c.passed else f"{c.runtime} differs from eager on input {c.input!r}: {c.why()}"
+        out.append((c.runtime, c.input, c.passed, why, {k: getattr(c, k) for k in NUMBERS}))
     return out
 
 

@@ -310,24 +310,13 @@ class ParityResult:
         if self.rule == "bound":
             lines.append(self.bound_table())
             bad = next(j for j in self.judgements if not j.passed)
-            lines.append(f"first failing: {bad.runtime} on input set {bad.input!r}, output {bad.output!r}: "
-                         f"{bad.max_error:.3g} from the float64 oracle, {bad.bound_use:.3g} x what float32 rounding "
-                         f"explains ({bad.allowed_at_worst:.3g} at element {bad.worst_index})")
+            lines.append(f"first failing: {bad.runtime} on input set {bad.input!r}: {bad.why()}")
         lines.append(self.table())
         if self.why_not_bound:
             lines.append(f"(Polygraphy's rule decided: {self.why_not_bound})")
         failing = next((c for c in self.comparisons if not c.passed), None) if self.rule != "bound" else None
         if failing is not None:
-            why = []
-            if not failing.shape_ok:
-                why.append(f"shape {failing.got_shape} != {failing.ref_shape}")
-            if not failing.dtype_ok:
-                why.append(f"dtype {failing.got_dtype} != {failing.ref_dtype}")
-            if failing.shape_ok and failing.failed_elements:
-                why.append(f"{failing.failed_elements} of {failing.elements} element(s) beyond atol {failing.atol:g}"
-                           f" and rtol {failing.rtol:g}; passing would need atol {failing.min_atol:.3g} or rtol "
-                           f"{failing.min_rtol:.3g}")
-            lines.append(f"first failing: input set {failing.input!r}, output {failing.output!r}: " + "; ".join(why))
+            lines.append(f"first failing: input set {failing.input!r}, output {failing.output!r}: {failing.why()}")
         if self.divergence is not None:
             lines.append(self.divergence.line())
         if self.diverging_op is not None:

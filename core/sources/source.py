@@ -70,7 +70,8 @@ class Source:
 
         return [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in self.inputs]
 
-    def _args(self, feeds: Feeds) -> list:
+    def args(self, feeds: Feeds) -> list:
+        """The feeds as tensors of the inputs' dtypes, in `inputs` order: what `function()` takes."""
         import tensorflow as tf
 
         missing = [s.name for s in self.inputs if s.name not in feeds]
@@ -83,7 +84,7 @@ class Source:
         return [s.name for s in self.inputs]
 
     def call(self, feeds: Feeds) -> dict[str, np.ndarray]:
-        out = self._forward(*self._args(feeds))
+        out = self._forward(*self.args(feeds))
         return {k: np.asarray(out[k]) for k in self.outputs}
 
     def function(self, jit_compile: bool = False):
@@ -97,7 +98,7 @@ class Source:
         return self._functions[jit_compile]
 
     def run_function(self, feeds: Feeds, jit_compile: bool = False) -> dict[str, np.ndarray]:
-        out = self.function(jit_compile)(*self._args(feeds))
+        out = self.function(jit_compile)(*self.args(feeds))
         return {k: np.asarray(out[k]) for k in self.outputs}
 
     def frozen_graph(self):
@@ -132,7 +133,7 @@ class Source:
             skip = {"Const", "Placeholder", "NoOp"}
             names = [t.name for op in graph.get_operations() if op.type not in skip
                      for t in op.outputs if t.dtype.is_floating]
-        args = self._args(feeds)
+        args = self.args(feeds)
         values = self._session.run(list(names), {n: a.numpy() for n, a in zip(inputs, args)})
         return {n: np.asarray(v) for n, v in zip(names, values)}
 
@@ -198,12 +199,13 @@ class KerasSource(Source):
                 names = [f"output_{i}" for i in range(len(probe))]
         super().__init__(description, inputs, names)
 
+    def structured(self, args: Sequence) -> Any:
+        """Input tensors (in `inputs` order) in the structure the Keras model is called with: one
+        tensor, or a dict by input name."""
+        return args[0] if self._single else {s.name: a for s, a in zip(self.inputs, args)}
+
     def _forward(self, *args):
-        if self._single:
-            result = self.model(args[0], training=False)
-        else:
-            result = self.model({s.name: a for s, a in zip(self.inputs, args)}, training=False)
-        return _output_dict(result, self.outputs)
+        return _output_dict(self.model(self.structured(args), training=False), self.outputs)
 
     def float64(self) -> KerasSource | None:
         """The model cloned with every layer's dtype policy float64 and its weights cast exactly."""

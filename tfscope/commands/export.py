@@ -71,14 +71,19 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default: {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace an existing export in EXPORT_DIR")
-    p.add_argument("--shape", action="append", metavar="NAME=DxDx..", help="fix an input's shape (repeatable)")
-    p.add_argument("--range", action="append", metavar="NAME=LO:HI",
-                   help="draw an input uniformly in [LO, HI) (integers: [LO, HI]); repeatable")
-    p.add_argument("--inputs", metavar="FILE.npz", help="real rows instead of generated ones (keys: input names)")
+    add_feed_flags(p)
     p.add_argument("--batch-sizes", metavar="1,7,64", help="batch sizes for a free batch dimension")
     add_tolerance_flags(p)
     add_depth_flags(p)
     p.set_defaults(func=cmd_export)
+
+
+def add_feed_flags(p: argparse.ArgumentParser) -> None:
+    """--shape, --range, --inputs: how a model's inputs are generated from its signature (core/sources/feeds)."""
+    p.add_argument("--shape", action="append", metavar="NAME=DxDx..", help="fix a model input's shape (repeatable)")
+    p.add_argument("--range", action="append", metavar="NAME=LO:HI",
+                   help="draw a model input uniformly in [LO, HI) (integers: [LO, HI]); repeatable")
+    p.add_argument("--inputs", metavar="FILE.npz", help="real rows instead of generated ones (keys: input names)")
 
 
 def add_depth_flags(p: argparse.ArgumentParser) -> None:

@@ -91,6 +91,7 @@ def cmd_profile_model(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from tfscope.commands.export import add_feed_flags
     from tfscope.commands.train import positive_int
     from tfscope.core.choices import MODES
     from tfscope.profiling.limits import DEFAULT_CALLS, DEFAULT_EVENT_BUDGET
@@ -112,10 +113,7 @@ def register(sub) -> None:
     p.add_argument("--per-instruction", action="store_true",
                    help="compile the fused loop with a runtime call per HLO instruction, so the profile times each "
                         "(by default the loop runs as in training: one compiled function, one event per call)")
-    p.add_argument("--shape", action="append", metavar="NAME=DxDx..", help="fix a model input's shape (repeatable)")
-    p.add_argument("--range", action="append", metavar="NAME=LO:HI",
-                   help="draw a model input uniformly in [LO, HI) (integers: [LO, HI]); repeatable")
-    p.add_argument("--inputs", metavar="FILE.npz", help="real rows instead of generated ones (keys: input names)")
+    add_feed_flags(p)
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="a free batch dimension's size (default: 8)")
     p.add_argument("--train", action="store_true",
                    help="a Keras model: profile one training step (forward, compiled loss or mean squared output, "
