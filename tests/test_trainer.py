@@ -226,8 +226,8 @@ def test_fused_stops_where_per_step_runs_stop():
 
 def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
     """checkpoint_every 0 (the default) saves at a call boundary once CHECKPOINT_SECONDS of training
-    have passed since the last save, and at the end: a short run saves once; with the interval at
-    0 s every call saves (xla mode: 100 steps a call)."""
+    have passed since the last save, and at the end: with an interval no run reaches it saves once;
+    with the interval at 0 s every call saves (xla mode: 100 steps a call)."""
     import re
 
     from tfscope.core.train import run
@@ -237,6 +237,7 @@ def test_default_checkpoints_follow_training_time(tmp_path, monkeypatch):
         return sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"ckpt-(\d+)\.index", n.name)))
 
     config = TrainConfig(steps=1000, target_loss=0.0, mode="xla", keep_checkpoints=100)
+    monkeypatch.setattr(run, "CHECKPOINT_SECONDS", 1e9)  # however slow the machine: no interval passes
     train(config, tmp_path / "a")
     assert saved(tmp_path / "a") == [1000]
     monkeypatch.setattr(run, "CHECKPOINT_SECONDS", 0.0)
