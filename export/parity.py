@@ -20,6 +20,7 @@ from tfscope.export.compare import DEFAULT_TOLERANCE, Comparison, combine, compa
 from tfscope.export.inputs import INPUTS, load_inputs
 from tfscope.export.live import LIVE, load_live
 from tfscope.export.localize import Localisation, localise
+from tfscope.export.preflight import check_export_dir
 from tfscope.export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
 from tfscope.export.serving import OUTPUT
 
@@ -188,8 +189,7 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
     d = Path(export_dir)
     check_tolerance("atol", atol)
     check_tolerance("rtol", rtol)
-    if not d.is_dir():
-        raise RunDirError(f"{d}: no such export directory")
+    check_export_dir(d)
     from tfscope.export.model_parity import read_meta, report_dict, verify_model
 
     meta = read_meta(d)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfscope.core.errors import ConfigError, RunDirError
+from tfscope.core.paths import check_creatable
 
 DEFAULT_OPSET = 17
 OPSETS = range(13, 19)  # 13 to 18
@@ -26,9 +27,20 @@ def check_opset(opset: int) -> int:
 
 
 def check_target(out: Path, force: bool) -> None:
-    """Refuse to clobber: an existing EXPORT_DIR needs --force, and --force only replaces exports."""
+    """Refuse to clobber: an existing EXPORT_DIR needs --force, and --force only replaces exports; a new
+    EXPORT_DIR must be creatable."""
     if out.exists() or out.is_symlink():
         if not force:
             raise RunDirError(f"{out}: already exists; use --force to replace it")
         if not (out.is_dir() and (out / MARKER).is_file()):
             raise RunDirError(f"{out}: exists and is not an export directory; --force only replaces exports")
+    check_creatable(out)
+
+
+def check_export_dir(d: Path) -> None:
+    """EXPORT_DIR exists and is an export (its export.json marker): checked before TensorFlow loads;
+    verify then checks each part it reads."""
+    if not d.is_dir():
+        raise RunDirError(f"{d}: no such export directory")
+    if not (d / MARKER).is_file():
+        raise RunDirError(f"{d}: not a complete export directory (no {MARKER})")

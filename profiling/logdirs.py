@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from tfscope.core.errors import RunDirError
+from tfscope.core.paths import check_creatable
 from tfscope.core.train.run_dir import is_run
 from tfscope.profiling import hot_path
 
@@ -19,6 +20,7 @@ def check_logdir(logdir: Path, source: Path | None, force: bool) -> None:
         raise RunDirError(f"{logdir}: --logdir must not be the run directory")
     if logdir.exists() and not logdir.is_dir():
         raise RunDirError(f"{logdir}: exists and is not a directory")
+    check_creatable(logdir)
     if logdir.exists() and any(logdir.iterdir()):
         if not force:
             raise RunDirError(f"{logdir}: already exists; choose a new --logdir or use --force to replace it")

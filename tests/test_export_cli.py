@@ -129,7 +129,7 @@ def test_verify_refuses_bad_directories_and_tolerances(lecture_run, cli_export, 
 
     with pytest.raises(RunDirError, match="no such export directory"):
         verify(tmp_path / "missing")
-    with pytest.raises(RunDirError, match=r"not a complete export directory \(no saved_model\)"):
+    with pytest.raises(RunDirError, match=r"not a complete export directory \(no export.json\)"):
         verify(lecture_run)
     with pytest.raises(ConfigError, match="--atol: must be a finite number >= 0"):
         verify(cli_export, atol=-1.0)

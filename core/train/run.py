@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig, resume_mismatch
+from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig
 from tfscope.core.data import split
 from tfscope.core.data import tables as data_mod
-from tfscope.core.errors import RunDirError
 from tfscope.core.nn import losses
 from tfscope.core.nn.network import Classifier
 from tfscope.core.optim import rules
@@ -35,7 +34,9 @@ from tfscope.core.train.run_dir import (  # noqa: F401  (re-exported: a run's fi
     METRICS,
     PLOT,
     append_history,
+    check_resume,
     is_run,
+    load_config,
     plot_loss,
     prepare_dir,
     read_history,
@@ -177,10 +178,7 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
     train_rows, held_out = datasets(config, dataset)
     prepare_dir(run_dir, resume, force)
     if resume:
-        old = TrainConfig.load(run_dir / CONFIG)
-        diff = resume_mismatch(old, config)
-        if diff:
-            raise RunDirError(f"{run_dir}: --resume with a different {diff}")
+        check_resume(run_dir, config)
     trainer = make_trainer(config, train_rows)
     trainer.validation = held_out
     ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)
@@ -269,9 +267,7 @@ def _warm_up(trainer: Trainer) -> float:
 def load_run(run_dir: str | Path) -> Trainer:
     """Rebuild a run's Trainer (network, optimiser, data) from config.json and the newest checkpoint."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory")
-    config = TrainConfig.load(run_dir / CONFIG)
+    config = load_config(run_dir)
     train_rows, held_out = datasets(config)
     trainer = Trainer(config, train_rows)
     trainer.validation = held_out  # the rows the run held out (None without --val-fraction)

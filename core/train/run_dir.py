@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tfscope.core.errors import RunDirError
+from tfscope.core.paths import check_creatable
 
 CONFIG, METRICS, HISTORY, PLOT = "config.json", "metrics.json", "history.csv", "loss.png"
 
@@ -25,6 +26,26 @@ def is_run(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
+def load_config(run_dir: str | Path):
+    """A run's TrainConfig from its config.json, or one line saying RUN_DIR is not a run; needs no
+    TensorFlow, so commands call it before loading the network."""
+    from tfscope.core.config import TrainConfig
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
+    return TrainConfig.load(run_dir / CONFIG)
+
+
+def check_resume(run_dir: Path, config) -> None:
+    """--resume continues a run only with the settings it was started with (core.config.resume_mismatch)."""
+    from tfscope.core.config import resume_mismatch
+
+    diff = resume_mismatch(load_config(run_dir), config)
+    if diff:
+        raise RunDirError(f"{run_dir}: --resume with a different {diff}")
+
+
 def check_dir(run_dir: Path, resume: bool, force: bool) -> None:
     """Refuse to clobber, changing nothing: an existing non-empty RUN_DIR needs --resume or --force,
     --resume needs a run, and --force replaces only a run."""
@@ -34,6 +55,7 @@ def check_dir(run_dir: Path, resume: bool, force: bool) -> None:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory")
+    check_creatable(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not force:
             raise RunDirError(f"{run_dir}: already exists; use --resume to continue it or --force to replace it")

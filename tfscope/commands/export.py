@@ -30,6 +30,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     sizes = feeds.parse_batch_sizes(args.batch_sizes)
     check_target(Path(args.out), args.force)
     if args.run_dir is not None:
+        from tfscope.core.train.run_dir import load_config
+
+        load_config(args.run_dir)
         from tfscope.export.writer import export_run
 
         report = export_run(args.run_dir, args.out, opset=args.opset, force=args.force, atol=args.atol,

@@ -22,6 +22,11 @@ def cmd_hlo(args: argparse.Namespace) -> int:
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         raise RunDirError(f"{existing[0]}: already exists; choose another --out or use --force to replace it")
+    from tfscope.core.paths import check_creatable
+    from tfscope.core.train.run_dir import load_config
+
+    load_config(args.run_dir)
+    check_creatable(out)
     from tfscope.core.train.run import load_run
 
     trainer = load_run(args.run_dir)

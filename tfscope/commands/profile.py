@@ -38,6 +38,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.run_dir is None:
         return cmd_profile_model(args)
+    from pathlib import Path
+
+    from tfscope.core.train.run_dir import load_config
+    from tfscope.profiling.logdirs import check_logdir
+
+    load_config(args.run_dir)  # RUN_DIR and LOGDIR refused before TensorFlow loads
+    check_logdir(Path(args.logdir), Path(args.run_dir), args.force)
     if args.per_instruction:  # before TensorFlow's first XLA compilation, which reads XLA_FLAGS
         from tfscope.core import xla_flags
 

@@ -160,9 +160,11 @@ def run_training(args: argparse.Namespace, out: Path, resume: bool, force: bool)
 
     compile_cache.configure(enabled=not args.no_compile_cache)  # before the first XLA compilation
     from tfscope.core.data import tables as data_mod
-    from tfscope.core.train.run_dir import check_dir
+    from tfscope.core.train.run_dir import check_dir, check_resume
 
     check_dir(out, resume, force)  # and a directory it must not touch
+    if resume:
+        check_resume(out, config)
 
     dataset = data_mod.load(config.data, config.target, config.features, config.dtype, config.task)  # a bad file
     from tfscope.core.nn import netspec

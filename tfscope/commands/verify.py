@@ -10,11 +10,14 @@ from tfscope.commands.export import add_depth_flags, add_tolerance_flags, print_
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     from tfscope import junit
+    from tfscope.export.preflight import check_export_dir
 
-    if args.junit:
-        junit.check_target(args.junit)  # before TensorFlow loads
+    if args.junit:  # the flags, then EXPORT_DIR, before TensorFlow loads
+        junit.check_target(args.junit)
+    check_export_dir(Path(args.export_dir))
     from tfscope.export.parity import verify
 
     start = time.perf_counter()
@@ -24,8 +27,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.junit:
         junit.write(args.junit, report, time.perf_counter() - start)
     if args.bench:
-        from pathlib import Path
-
         from tfscope.export.latency import export_latency, latency_table, model_latency
         from tfscope.export.model_parity import read_meta
 
