@@ -27,7 +27,8 @@ def dense(directory: Path):
 
 def convnet(directory: Path):
     """Conv2D, BatchNormalization (inference, non-trivial statistics), DepthwiseConv2D,
-    SeparableConv2D, MaxPooling, AveragePooling and GlobalAveragePooling."""
+    SeparableConv2D, ZeroPadding2D, a stride-2 convolution and ReLU6 (MobileNetV2's downsampling
+    block), MaxPooling, AveragePooling and GlobalAveragePooling."""
     import keras
     import numpy as np
 
@@ -40,6 +41,9 @@ def convnet(directory: Path):
     x = L.ReLU(name="relu")(x)
     x = L.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
     x = L.SeparableConv2D(6, 3, padding="same", name="separable")(x)
+    x = L.ZeroPadding2D(1, name="pad")(x)  # MobileNetV2's stride-2 blocks: explicit padding, stride 2, ReLU6
+    x = L.Conv2D(6, 3, strides=2, name="strided")(x)
+    x = L.ReLU(6.0, name="relu6")(x)
     x = L.MaxPooling2D(2, name="maxpool")(x)
     x = L.AveragePooling2D(2, name="avgpool")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)

@@ -14,6 +14,8 @@ import pytest
 from corpus import KERAS, module_saved_model
 from onnx import numpy_helper
 
+pytestmark = pytest.mark.slow(seconds=100)  # the file's test time under -n 2; see conftest
+
 BATCHES = (1, 3)  # two batch sizes prove the free batch dimension; one set suffices for the rest
 ONE_BATCH = (2,)
 
@@ -130,6 +132,27 @@ def test_an_unconvertible_graph_is_refused_and_nothing_is_written(tmp_path):
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_an_op_tf2onnx_has_no_conversion_for_is_named_and_nothing_is_written(tmp_path):
+    """tf.math.lgamma: tf2onnx 1.17 has no handler for Lgamma, logs it and leaves the node in the
+    graph; the export names the op instead of writing an ONNX file no runtime can load."""
+    import tensorflow as tf
+
+    from tfscope.export.convert import ConversionError
+    from tfscope.export.writer import export_model
+
+    class Gamma(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.math.lgamma(x * x + 1.0)}
+
+    m = Gamma()
+    tf.saved_model.save(m, str(tmp_path / "sm"), signatures={"serving_default": m.serve})
+    with pytest.raises(ConversionError, match=r"^tf2onnx cannot convert TF op \S*Lgamma \(Lgamma\): "
+                                              r"no ONNX conversion at opset 17$"):
+        export_model(tmp_path / "out", saved_model=tmp_path / "sm", batch_sizes=(1,))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
 def test_the_tensor_map_pairs_fused_nodes_through_their_consumer(corpus_exports):
