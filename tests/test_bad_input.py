@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow(seconds=120)  # the file's test time under -n 2; see conftest
+
 GOOD = "x,y,z\n1,2,10\n2,1,9\n3,3,17\n0,1,5\n"
 CSV = {  # name -> contents (bytes are written as they are)
     "good.csv": GOOD,

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import tfscope
 
+pytestmark = pytest.mark.slow(seconds=93)  # the file's test time under -n 2; see conftest
+
 
 class FakeClock:
     """A clock that moves only when the timed function says so: exact, noise-free timings."""

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, tfscope
 
+pytestmark = pytest.mark.slow(seconds=112)  # the file's test time under -n 2; see conftest
+
 TOL = {"float32": 1e-6, "float64": 1e-12}
 # Seconds for any child process, so a hang fails the test instead of blocking CI. Generous: the
 # mirrored check needs ~30 s alone on 2 cores but took 150 s beside other test runs.

@@ -29,6 +29,8 @@ from tfscope.core.train.checkpoints import CHECKPOINT_DIR, INDEX, Checkpointer
 from tfscope.core.train.run import HISTORY, METRICS, load_run
 from tfscope.core.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow(seconds=176)  # the file's test time under -n 2; see conftest
+
 STEPS, EVERY = 1000, 20
 # Mini-batches (the data position must resume too), a non-linear net (the loss never reaches 0),
 # a checkpoint every 20 steps: 50 saves, so many kill points fall near or inside one.

@@ -20,6 +20,8 @@ import tensorflow as tf
 from tfscope.core.errors import ConfigError
 from tfscope.core.optim import optimizers, schedules
 
+pytestmark = pytest.mark.slow(seconds=84)  # the file's test time under -n 2; see conftest
+
 SHAPES = [(3, 4), (4,), (1,), (5, 2)]  # like w0, b0, a scalar-ish bias, w1
 STEPS = 100
 TOL = {"float32": 1e-6, "float64": 1e-12}

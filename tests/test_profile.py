@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from conftest import tfscope
 
+pytestmark = pytest.mark.slow(seconds=80)  # the file's test time under -n 2; see conftest
+
 
 def snapshot(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))

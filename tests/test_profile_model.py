@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from conftest import tfscope
 
+pytestmark = pytest.mark.slow(seconds=80)  # the file's test time under -n 2; see conftest
+
 BATCH, SIDE, C1, C2, CLASSES = 4, 32, 8, 16, 10
 # Multiply-adds of each layer at batch BATCH, 2 FLOPs each ('same' padding: every output position
 # sees the full window, which is what the roofline's convolution rule counts).

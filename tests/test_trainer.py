@@ -15,6 +15,8 @@ from tfscope.core.train import shuffle
 from tfscope.core.train.run import load_run, read_history, train
 from tfscope.core.train.trainer import DIVERGED, STEPS, TARGET, Trainer
 
+pytestmark = pytest.mark.slow(seconds=88)  # the file's test time under -n 2; see conftest
+
 MODES = ("eager", "graph", "xla", "fused")
 
 

@@ -12,6 +12,8 @@ from conftest import tfscope
 
 from tfscope.core import xla_flags
 
+pytestmark = pytest.mark.slow(seconds=116)  # the file's test time under -n 2; see conftest
+
 FLAG = f"--xla_backend_extra_options={xla_flags.KEY}"
 
 
