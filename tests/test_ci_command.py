@@ -1,4 +1,4 @@
-"""The README's test command is exactly what CI runs (.ci/run's last line)."""
+"""CI runs exactly the README's test command (.ci/run's last line)."""
 
 from __future__ import annotations
 
