@@ -94,7 +94,7 @@ def test_the_readme_example_runs_as_a_users_test_file(pytester):
     code = readme_example()
     assert len([line for line in code.splitlines() if line.strip()]) <= 10  # the ten-line example
     pytester.makepyfile(test_readme=code)
-    result = pytester.runpytest_inprocess("--tfscope-report", "parity.json", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--tfscope-report", "parity.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["tfscope: 2 parity check(s) (2 equivalent): 2 passed, 0 failed; worst bound use *"])
     records = json.loads((pytester.path / "parity.json").read_text())["records"]
