@@ -406,7 +406,7 @@ def table(result: dict) -> str:
         lines.append(f"  {name:<56} {_fmt(row['median']):>9} us {_fmt(row['low']):>9}..{_fmt(row['high']):<9} "
                      f"{row['calls_per_s']:>10,.0f} calls/s {row['rows_per_s']:>13,.0f} rows/s")
     if "model_export" in result:
-        lines += ["", "5. Your own model: export + verify, and inference per call", result["model_export"]["table"]]
+        lines += ["", "4b. Your own model: export + verify, and inference per call", result["model_export"]["table"]]
     lines += scaling_table(result["scaling"])
     if "digits" in result:
         from tfscope.profiling import bench_digits
