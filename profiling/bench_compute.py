@@ -87,16 +87,11 @@ def keras_model(seed: int = 0, steps_per_execution: int = 10):
     return model
 
 
-def time_keras_fit(window: int = 10, warmup: int = 1, repeats: int = 5, steps_per_execution: int = 10) -> Timing:
-    """Seconds per step of `fit`: each epoch is `window` steps over the 512 rows repeated, no shuffle."""
+def epoch_clock(spans: list[tuple[float, float]]):
+    """A Keras callback appending (start, end) perf_counter seconds of every epoch to `spans`."""
     import time
 
     import keras
-
-    model = keras_model(steps_per_execution=steps_per_execution)
-    d = random_data()
-    x, z = np.tile(d.x, (window, 1)), np.tile(d.z, (window, 1))  # (512 * window, 784), (512 * window, 10)
-    spans: list[tuple[float, float]] = []
 
     class Clock(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -105,7 +100,19 @@ def time_keras_fit(window: int = 10, warmup: int = 1, repeats: int = 5, steps_pe
         def on_epoch_end(self, epoch, logs=None):
             spans.append((self.t0, time.perf_counter()))
 
-    model.fit(x, z, batch_size=BATCH, epochs=warmup + repeats, shuffle=False, verbose=0, callbacks=[Clock()])
+    return Clock()
+
+
+def time_keras_fit(window: int = 10, warmup: int = 1, repeats: int = 5, steps_per_execution: int = 10) -> Timing:
+    """Seconds per step of `fit`: each epoch is `window` steps over the 512 rows repeated, no shuffle."""
+
+
+    model = keras_model(steps_per_execution=steps_per_execution)
+    d = random_data()
+    x, z = np.tile(d.x, (window, 1)), np.tile(d.z, (window, 1))  # (512 * window, 784), (512 * window, 10)
+    spans: list[tuple[float, float]] = []
+    model.fit(x, z, batch_size=BATCH, epochs=warmup + repeats, shuffle=False, verbose=0,
+              callbacks=[epoch_clock(spans)])
     return summarize([(end - start) / window for start, end in spans[warmup:]], window)
 
 

@@ -24,7 +24,7 @@ from tfscope.core.config import TrainConfig
 from tfscope.core.data.tables import Dataset
 from tfscope.core.train.trainer import Trainer
 from tfscope.profiling.bench import Timing, measure, summarize
-from tfscope.profiling.bench_compute import step_flops
+from tfscope.profiling.bench_compute import epoch_clock, step_flops
 
 FEATURES, ROWS, LEARNING_RATE = 16, 4096, 1e-3
 WIDTHS, BATCHES = (16, 64, 256, 1024), (32, 256, 1024)
@@ -150,17 +150,11 @@ def time_keras_fit(width: int, batch: int, seconds: float, repeats: int) -> Timi
     per_epoch = ROWS // batch
     spans: list[tuple[float, float]] = []
 
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            spans.append((self.t0, time.perf_counter()))
-
-    model.fit(d.x, d.z, batch_size=batch, epochs=2, verbose=0, callbacks=[Clock()])  # compile, then calibrate
+    # compile, then calibrate
+    model.fit(d.x, d.z, batch_size=batch, epochs=2, verbose=0, callbacks=[epoch_clock(spans)])
     reps = max(1, int(seconds / max(spans[-1][1] - spans[-1][0], 1e-9)))  # epochs per window
     spans.clear()
-    model.fit(d.x, d.z, batch_size=batch, epochs=reps * repeats, verbose=0, callbacks=[Clock()])
+    model.fit(d.x, d.z, batch_size=batch, epochs=reps * repeats, verbose=0, callbacks=[epoch_clock(spans)])
     samples = [(spans[i * reps + reps - 1][1] - spans[i * reps][0]) / (reps * per_epoch) for i in range(repeats)]
     return summarize(samples, reps * per_epoch)
 

@@ -9,12 +9,16 @@ import numpy as np
 from tfscope.cli import fail
 
 
+def _cells(row: str) -> list[str]:
+    return [c for c in row.replace(" ", ",").split(",") if c]
+
+
 def _values(i: int, row: str, dtype: str) -> list[float]:
     """Row i's cells as numbers by the CSV rules (plain decimal, finite, within `dtype`), else one
     line naming the row."""
     from tfscope.core.data.tables import NUMBER
 
-    cells = [c for c in row.replace(" ", ",").split(",") if c]
+    cells = _cells(row)
     try:
         values = [float(c) for c in cells]
     except ValueError:
@@ -39,7 +43,7 @@ def parse_rows(rows: list[str], n_in: int, dtype: str = "float64") -> np.ndarray
     CSV rules, else one line naming the row."""
     out = []
     for i, row in enumerate(rows, 1):
-        count = len([c for c in row.replace(" ", ",").split(",") if c])
+        count = len(_cells(row))
         if count != n_in:
             fail(f"predict: row {i} {row!r} has {count} values; the network takes {n_in}")
         out.append(_values(i, row, dtype))
