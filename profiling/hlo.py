@@ -26,6 +26,7 @@ BINARY_STAGES = ("hlo_serialized", "optimized_hlo_serialized", "optimized_hlo_pr
 IR_MODES = ("xla", "fused")  # the XLA-compiled wrappings: one step per call, K steps per call
 # Opcodes that run no code of their own (no thunk, so no profiler event): views and bookkeeping.
 NO_CODE = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast"})
+VIEWS = frozenset({"get-tuple-element", "tuple", "bitcast"})  # no code, and the value is another's
 
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+) = (.+?) ([a-z][\w\-]*)\(")
@@ -48,6 +49,7 @@ class Instruction:
     false_computation: str = ""  # conditional: the other branch
     operands: list[str] = field(default_factory=list)  # operand instruction names, in order
     attributes: str = ""  # the text after the operand list (dimension numbers, window, groups...)
+    root: bool = False  # the computation's ROOT instruction
 
 
 @dataclass
@@ -78,6 +80,26 @@ class HloModule:
         inner = self.fused()
         return [i for c, insts in self.computations.items() if c not in inner
                 for i in insts if i.opcode not in NO_CODE]
+
+    def consumers(self) -> dict[str, set[str]]:
+        """Instruction name -> the instructions with code that read its result, looking through
+        views (get-tuple-element, bitcast, tuple) to what they view."""
+        table = self.instructions
+
+        def sources(name: str, seen: frozenset = frozenset()) -> set[str]:
+            inst = table.get(name)
+            if inst is None or name in seen:
+                return set()
+            if inst.opcode in VIEWS:
+                return {s for o in inst.operands for s in sources(o, seen | {name})}
+            return {name}
+
+        out: dict[str, set[str]] = {}
+        for inst in self.scheduled():
+            for operand in inst.operands:
+                for src in sources(operand):
+                    out.setdefault(src, set()).add(inst.name)
+        return out
 
     def whiles(self) -> list[Instruction]:
         return [i for insts in self.computations.values() for i in insts if i.opcode == "while"]
@@ -146,7 +168,8 @@ def parse(text: str) -> HloModule:
             fusion_kind=attrs.get("kind", ""), calls=attrs.get("calls", ""), to_apply=attrs.get("to_apply", ""),
             body=attrs.get("body", ""), condition=attrs.get("condition", ""),
             true_computation=attrs.get("true_computation", ""), false_computation=attrs.get("false_computation", ""),
-            whole=im.group(4) == "call" and SMALL_CALL in line, **_operands_and_attributes(bare, im.end())))
+            whole=im.group(4) == "call" and SMALL_CALL in line, root=bool(im.group(1)),
+            **_operands_and_attributes(bare, im.end())))
     return module
 
 

@@ -78,8 +78,9 @@ def test_every_instruction_with_code_is_listed(inference):
     module = hlo.parse((logdir / "optimized_hlo.txt").read_text())
     assert sorted(r["name"] for r in report["ops"]) == sorted(i.name for i in module.scheduled())
     assert {r["calls"] for r in report["ops"]} == {3}
-    # the union over threads can neither exceed the executable's time nor the summed self times
-    assert 0 < report["covered_share_of_executable"] <= min(1.0, report["explained_share_of_executable"]) + 1e-9
+    # the union over threads can neither exceed the executable's time nor the summed times in flight
+    assert 0 < report["explained_share_of_executable"] <= 1.0 + 1e-9
+    assert report["covered_us"] <= report["listed_us"] * (1 + 1e-9) and report["concurrency"] >= 1 - 1e-9
 
 
 def test_convolution_and_dot_flops_match_the_layers_shapes(inference):
@@ -181,9 +182,10 @@ def snapshot(d: Path) -> dict[str, str]:
 def test_cli_train_step_explains_the_compiled_step_and_keeps_an_existing_logdir(model_file, tmp_path):
     """One thread (`--threads 1`): the instructions run one after another on it, so the listed ones
     must account for the executable's time but for dispatch (with two threads on a loaded machine,
-    a ready instruction may wait for a core, time no instruction holds: 66-94% measured here). Eight
-    calls: the first call of a capture spends ~20 ms in the executable before its first instruction
-    (measured on this model), which two calls could not absorb."""
+    the main thread or a worker may wait for a core while no instruction is in flight: 90-96% at a
+    load average of 6-8 on 2 cores here, 98% with one thread). Eight calls: the first call of a
+    capture can spend ~20 ms in the executable before its first instruction (measured on this
+    model), which two calls could not absorb."""
     logdir = tmp_path / "train"
     r = tfscope("profile", "--keras", str(model_file), "--train", "--batch-size", str(BATCH), "--calls", "8",
                 "--threads", "1", "--logdir", str(logdir))
