@@ -12,10 +12,21 @@ What counts as one FLOP (the convention of the bench and of most roofline studie
   reduce-window  output elements * window size.
   data movement  0: copy, transpose, broadcast, reshape, slice, concatenate, pad, gather, convert, iota...
   fusion       the sum of the above over its fused computation (nested fusions included).
+  while, conditional, call  0 where their instructions run (and are timed) one by one; a loop XLA
+               compiled whole into one `call` (core/xla_flags.py) counts its computation: the body
+               and condition once per iteration (the iterations: XLA's known trip count, else the
+               `trips` the caller knows, e.g. the fused loop's steps per call), a conditional its
+               largest branch.
 
 Bytes are what an instruction must move at least once: each operand read once and the result
 written once (sizes from the shapes; a fusion counts its own operands and result, not the values
-inside it, which stay in registers or cache). Tuples count every element.
+inside it, which stay in registers or cache). Tuples count every element. Exceptions, where the
+rule would count memory the instruction never touches: a slice, dynamic-slice or gather reads only
+what it returns (and its indices); a dynamic-update-slice writes its update in place, reading the
+update only; inside a fusion the same holds for a parameter that is only sliced, and for a root
+dynamic-update-slice into a parameter. While, conditional and (not whole) call move nothing
+themselves: their instructions do. A loop compiled whole moves its state in and out once, a lower
+bound on its traffic (what its iterations touch in cache is not counted).
 """
 
 from __future__ import annotations
@@ -93,13 +104,47 @@ def _window_size(attrs: str) -> int:
     return math.prod(int(d) for d in m.group(1).split("x")) if m else 1
 
 
-def instruction_flops(inst: Instruction, module: HloModule, table: dict[str, Instruction] | None = None) -> int:
+SLICING = frozenset({"slice", "dynamic-slice", "gather"})  # read only what they return (and indices)
+CONTAINERS = frozenset({"while", "conditional", "call"})
+_TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
+
+
+def trip_count(loop: Instruction, trips: int = 1) -> int:
+    """Iterations of a while loop: XLA's known trip count when it printed one, else `trips`."""
+    m = _TRIP_COUNT.search(loop.attributes)
+    return int(m.group(1)) if m else trips
+
+
+def computation_flops(module: HloModule, computation: str, table: dict[str, Instruction], trips: int = 1) -> int:
+    """FLOPs of one run of a computation's instructions as one piece of code: loops times their
+    iterations, a conditional its largest branch."""
+    total = 0
+    for inst in module.computations.get(computation, []):
+        if inst.opcode == "while":
+            per = computation_flops(module, inst.body, table, trips) + computation_flops(module, inst.condition,
+                                                                                        table, trips)
+            total += trip_count(inst, trips) * per + computation_flops(module, inst.condition, table, trips)
+        elif inst.opcode == "conditional":
+            total += max(computation_flops(module, c, table, trips)
+                         for c in (inst.true_computation, inst.false_computation))
+        elif inst.opcode == "call":
+            total += computation_flops(module, inst.to_apply, table, trips)
+        else:
+            total += instruction_flops(inst, module, table)
+    return total
+
+
+def instruction_flops(inst: Instruction, module: HloModule, table: dict[str, Instruction] | None = None,
+                      trips: int = 1) -> int:
     """FLOPs of one execution of `inst` by the rules of the module docstring (`table`: the
-    module's instructions by name, when asking for many)."""
+    module's instructions by name, when asking for many; `trips`: iterations of a loop compiled
+    whole whose count XLA does not know)."""
     table = module.instructions if table is None else table
     op = inst.opcode
     if op == "fusion":
         return sum(instruction_flops(i, module, table) for i in module.computations.get(inst.calls, []))
+    if op == "call" and inst.whole:
+        return computation_flops(module, inst.to_apply, table, trips)
     if op in MOVEMENT:
         return 0
     operands = module.operand_shapes(inst, table)
@@ -115,12 +160,54 @@ def instruction_flops(inst: Instruction, module: HloModule, table: dict[str, Ins
     return elements(inst.shape)  # elementwise: one per output element
 
 
+def _update_bytes(inst: Instruction, operands: list[str]) -> int:
+    """A dynamic-update-slice in place: its update read and written, its indices read."""
+    return 2 * nbytes(operands[1]) + sum(nbytes(s) for s in operands[2:])
+
+
+def _fusion_bytes(inst: Instruction, module: HloModule) -> int:
+    """Its parameters read (only the slices taken of a parameter that is only sliced; nothing of a
+    buffer its root dynamic-update-slice updates in place) and its result written (only the
+    update, in place)."""
+    body = module.computations[inst.calls]
+    local = {i.name: i for i in body}
+    users: dict[str, list[Instruction]] = {}
+    for i in body:
+        for o in i.operands:
+            users.setdefault(o, []).append(i)
+    root = next((i for i in body if i.root), body[-1])
+    in_place = root.operands[0] if root.opcode == "dynamic-update-slice" else None
+    moved = 0
+    for param in (i for i in body if i.opcode == "parameter"):
+        used = users.get(param.name, [])
+        if param.name == in_place and all(u is root for u in used):
+            continue
+        if used and all(u.opcode in SLICING and u.operands[0] == param.name for u in used):
+            moved += sum(nbytes(u.shape) for u in used)
+        else:
+            moved += nbytes(param.shape)
+    if in_place is not None and local.get(in_place) is not None and local[in_place].opcode == "parameter":
+        return moved + nbytes(module.operand_shapes(root, local)[1])
+    return moved + nbytes(inst.shape)
+
+
 def instruction_bytes(inst: Instruction, module: HloModule, table: dict[str, Instruction] | None = None) -> int:
-    """Operands read once plus the result written once."""
-    return sum(nbytes(s) for s in module.operand_shapes(inst, table)) + nbytes(inst.shape)
+    """Bytes one execution must move by the rules of the module docstring."""
+    table = module.instructions if table is None else table
+    op = inst.opcode
+    if op in CONTAINERS and not (op == "call" and inst.whole):
+        return 0
+    operands = module.operand_shapes(inst, table)
+    if op == "fusion" and inst.calls in module.computations:
+        return _fusion_bytes(inst, module)
+    if op in SLICING:
+        return 2 * nbytes(inst.shape) + sum(nbytes(s) for s in operands[1:])
+    if op == "dynamic-update-slice":
+        return _update_bytes(inst, operands)
+    return sum(nbytes(s) for s in operands) + nbytes(inst.shape)
 
 
-def module_flops(module: HloModule) -> int:
+def module_flops(module: HloModule, trips: int = 1) -> int:
     """FLOPs of every instruction that runs as its own code, each counted once (a loop body once)."""
     table = module.instructions
-    return sum(instruction_flops(i, module, table) for i in module.scheduled())
+    return sum(instruction_flops(i, module, table, trips) for i in module.scheduled())
