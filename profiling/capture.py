@@ -28,7 +28,8 @@ from tfscope.core.config import MODES
 from tfscope.core.errors import ConfigError
 from tfscope.core.train.run import load_run
 from tfscope.core.train.trainer import Trainer
-from tfscope.profiling import hlo, hot_path, summaries
+from tfscope.profiling import hlo, hot_path, roofline, summaries
+from tfscope.profiling import roofs as roofs_mod
 from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's sizes are part of this API)
     BYTES_PER_EVENT,
     DEFAULT_CALLS,
@@ -40,6 +41,7 @@ from tfscope.profiling.limits import (  # noqa: F401  (re-exported: the window's
     WARM_UP_CALLS,
 )
 from tfscope.profiling.logdirs import check_logdir, prepare_logdir  # noqa: F401  (part of this API)
+from tfscope.profiling.roofs import Roofs
 
 
 @dataclass
@@ -114,9 +116,11 @@ def _call(fn: Callable, args: tuple, mode: str) -> np.ndarray:
 
 def profile_run(run_dir: str | Path, logdir: str | Path, mode: str = "fused", calls: int | None = None,
                 steps_per_call: int | None = None, force: bool = False,
-                warn: Callable[[str], None] | None = None) -> dict:
-    """Capture a profile of RUN_DIR's compiled step into LOGDIR, write summaries and the hot-path
-    report (LOGDIR/hot_path.json, .csv); return the report (with the window it captured)."""
+                warn: Callable[[str], None] | None = None, roofs: Roofs | None = None, top: int = 15) -> dict:
+    """Capture a profile of RUN_DIR's compiled step into LOGDIR, write summaries, the hot-path
+    report (LOGDIR/hot_path.json, .csv) and, in the XLA modes, the roofline of its instructions
+    against `roofs` (measured here, before the capture, when not given); return the report (with
+    the window it captured, the roofline under "roofline")."""
     run_dir, logdir = Path(run_dir), Path(logdir)
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     check_logdir(logdir, run_dir, force)
@@ -142,6 +146,7 @@ def profile_run(run_dir: str | Path, logdir: str | Path, mode: str = "fused", ca
     hlo_text = hlo.compiler_ir(fn, args, "optimized_hlo") if mode in hlo.IR_MODES else None
     if hlo_text:
         (logdir / hot_path.HLO_NAME).write_text(hlo_text, encoding="utf-8")
+        roofs = roofs or roofs_mod.measure()
 
     first_captured = trainer.step
     tf.profiler.experimental.start(str(logdir))
@@ -166,6 +171,9 @@ def profile_run(run_dir: str | Path, logdir: str | Path, mode: str = "fused", ca
     report["steps_captured"] = trainer.step - first_captured
     report["gradient_norms"] = norms
     report["final_loss"] = float(losses[-1][1][-1]) if len(losses[-1][1]) else math.nan
+    k = window.steps_per_call
+    roofline.attach(report, hlo_text, roofs, logdir, top,
+                    f"{run_dir.name}: {mode} mode" + (f", {k:,} steps per call" if k > 1 else ""))
     hot_path.write(report, logdir)
     return report
 

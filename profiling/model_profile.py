@@ -101,12 +101,8 @@ def profile_compiled(xla_fn: Callable, graph_fn: Callable, args: Sequence, logdi
         tf.profiler.experimental.stop()
     report = hot_path.build(logdir, hlo_text, mode, 1)
     report["xla_refused"] = refused
-    report["roofline"] = None
-    if hlo_text and report["kind"] == "hlo":
-        report["roofline"] = roofline.build(report, hlo_text, measured)
-        report["roofline"]["title"] = title
-        roofline.write(report["roofline"], logdir, top)
-    hot_path.write({k: v for k, v in report.items() if k != "roofline"}, logdir)
+    roofline.attach(report, hlo_text, measured, logdir, top, title)
+    hot_path.write(report, logdir)
     return report
 
 
@@ -181,12 +177,3 @@ def profile_model(source, feeds: dict, logdir: str | Path, *, train: bool = Fals
     report["train"] = train
     report["feeds"] = {k: list(v.shape) for k, v in feeds.items()}
     return report
-
-
-def format_report(report: dict, top: int = 15) -> str:
-    """The printed report: the hot path, then the roofline table (XLA mode)."""
-    lines = [hot_path.format_top(report, top)]
-    r = report.get("roofline")
-    if r:
-        lines += [roofline.format_roofs(r["roofs"]), roofline.format_table(r, top)]
-    return "\n".join(lines)

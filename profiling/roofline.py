@@ -57,11 +57,12 @@ def classify(intensity: float, gflops: float, gbs: float, roofs: Roofs) -> str:
     return "compute" if intensity >= roofs.ridge else "memory"
 
 
-def point(row: dict, module: HloModule, roofs: Roofs, table: dict | None = None) -> Point:
-    """One hot-path row placed on the roofline (`table`: the module's instructions by name)."""
+def point(row: dict, module: HloModule, roofs: Roofs, table: dict | None = None, trips: int = 1) -> Point:
+    """One hot-path row placed on the roofline (`table`: the module's instructions by name;
+    `trips`: iterations per call of a loop compiled whole, when XLA does not know them)."""
     table = module.instructions if table is None else table
     inst = table.get(row["name"])
-    flops = instruction_flops(inst, module, table) if inst else 0
+    flops = instruction_flops(inst, module, table, trips) if inst else 0
     moved = instruction_bytes(inst, module, table) if inst else 0
     seconds = row["total_us"] / row["calls"] / 1e6 if row["calls"] else 0.0
     gflops = flops / seconds / 1e9 if seconds > 0 else 0.0
@@ -75,12 +76,16 @@ def point(row: dict, module: HloModule, roofs: Roofs, table: dict | None = None)
 
 
 def build(hot: dict, hlo_text: str, roofs: Roofs) -> dict:
-    """The roofline report of a hot-path report (kind "hlo") and the module's optimized HLO text."""
+    """The roofline report of a hot-path report (kind "hlo") and the module's optimized HLO text.
+
+    A loop compiled whole is one `call` point whose FLOPs are the hot path's steps per call times
+    its body's (XLA's known trip count where it has one)."""
     from tfscope.profiling.hlo import parse
 
     module = parse(hlo_text)
     table = module.instructions
-    points = [point(r, module, roofs, table) for r in hot["ops"]]
+    calls, steps = max(hot["calls"], 1), hot.get("steps_per_call", 1)
+    points = [point(r, module, roofs, table, steps) for r in hot["ops"]]
     listed = sum(p.total_us for p in points) or 1.0
     totals = {}
     for b in BOUNDS:
@@ -88,21 +93,71 @@ def build(hot: dict, hlo_text: str, roofs: Roofs) -> dict:
         totals[b] = {"instructions": len(mine), "total_us": sum(p.total_us for p in mine),
                      "share_of_listed": sum(p.total_us for p in mine) / listed,
                      "share_of_step": sum(p.share for p in mine),
-                     "flops_per_call": sum(p.flops * p.calls for p in mine) / max(hot["calls"], 1)}
-    flops_per_call = sum(p.flops * p.calls for p in points) / max(hot["calls"], 1)
+                     "flops_per_call": sum(p.flops * p.calls for p in mine) / calls}
+    flops_per_call = sum(p.flops * p.calls for p in points) / calls
     return {
         "hlo_module": module.name,
         "roofs": roofs.to_dict(),
         "overhead_fraction": OVERHEAD_FRACTION,
         "calls": hot["calls"],
+        "steps_per_call": steps,
         "flops_per_call": flops_per_call,
-        "listed_us_per_call": listed / max(hot["calls"], 1),
-        "achieved_gflops_overall": flops_per_call / (listed / max(hot["calls"], 1)) / 1e3,
+        "flops_per_step": flops_per_call / steps,
+        "listed_us_per_call": listed / calls,
+        "achieved_gflops_overall": flops_per_call / (listed / calls) / 1e3,
         "explained_share_of_step": hot["explained_share_of_step"],
         "explained_share_of_executable": hot["explained_share_of_executable"],
+        "note": whole_loop_note(hot),
         "totals": totals,
         "points": [asdict(p) for p in points],
     }
+
+
+def whole_loop_note(hot: dict) -> str | None:
+    """What the roofline can and cannot show of a loop XLA compiled into one function."""
+    loops = hot.get("loops_compiled_whole")
+    if not loops:
+        return None
+    how = ("`tfscope profile RUN_DIR --per-instruction` places each of its instructions" if hot["mode"] == "fused"
+           else "XLA_FLAGS=--xla_cpu_small_while_loop_byte_threshold=0 runs each of its instructions on its own")
+    return (f"the loop ({', '.join(loops)}) ran as one compiled function: one point, its FLOPs those of the "
+            f"{hot.get('steps_per_call', 1):,} iterations a call ran, its bytes only the loop's state in and out "
+            f"(a lower bound on its traffic, so its intensity and class are upper bounds); {how}")
+
+
+def attach(report: dict, hlo_text: str | None, roofs: Roofs | None, logdir: str | Path, top: int = 15,
+           title: str | None = None) -> dict | None:
+    """The roofline of a hot-path report, written to LOGDIR (JSON, CSV, PNG, TensorBoard summary)
+    and stored under report["roofline"]; None (nothing written) without XLA instructions or roofs.
+    Runs and models alike come through here."""
+    report["roofline"] = None
+    if not hlo_text or report["kind"] != "hlo" or roofs is None:
+        return None
+    r = build(report, hlo_text, roofs)
+    r["title"] = title
+    write(r, logdir, top)
+    report["roofline"] = r
+    return r
+
+
+def files(report: dict) -> list[str]:
+    """The report files a profile wrote into its LOGDIR, by name."""
+    from tfscope.profiling import hot_path
+
+    return [hot_path.JSON_NAME, hot_path.CSV_NAME] + ([JSON_NAME, CSV_NAME, PNG_NAME] if report.get("roofline") else [])
+
+
+def format_report(report: dict, top: int = 15) -> str:
+    """The printed report: the hot path, then the roofs, the roofline table and its note."""
+    from tfscope.profiling import hot_path
+
+    lines = [hot_path.format_top(report, top)]
+    r = report.get("roofline")
+    if r:
+        lines += [format_roofs(r["roofs"]), format_table(r, top)]
+        if r.get("note"):
+            lines.append(f"note:     {r['note']}")
+    return "\n".join(lines)
 
 
 def to_csv(report: dict) -> str:

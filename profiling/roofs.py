@@ -3,12 +3,14 @@
   peak       GFLOP/s of an XLA-compiled (n, n) @ (n, n) float32 matmul, large enough to be compute
              bound (intensity 2n^3 / 12n^2 = n/6 FLOP per byte: 171 at the default n = 1024, far
              above any ridge point of a CPU)
-  bandwidth  GB/s of XLA-compiled elementwise passes x = x * a + b over a float32 buffer well beyond
-             the last-level cache (default 8x the L3, at least 64 MiB per pass): bytes = read x + write x.
-             PASSES passes run in one while loop, in place: a lone call writes a freshly allocated
-             output, and first-touch page faults then halve the figure (1.5 vs 3.8 GB/s measured here);
-             a copy of x into the loop's buffer, if XLA makes one, is not counted (a lower bound
-             within 1 / PASSES)
+  bandwidth  GB/s of XLA-compiled elementwise passes x = x * a + b over a float32 buffer beyond the
+             last-level cache (8x the L3; at least 32 MiB; at most 1 GiB unless that is under 2x
+             the L3): bytes = read x + write x. PASSES passes run in one while loop over a Variable
+             updated in place: a call that returns a fresh output pays first-touch page faults on it
+             (1.5 vs 3.8 GB/s measured on one machine; 17 vs 24 GB/s and 4x the time on another); a
+             copy into the loop's buffer, if XLA makes one, is not counted (a lower bound within
+             1 / PASSES). The cap: a virtual machine may report its host's whole L3 (480 MiB on
+             one), where 8x took 38 s to allocate and stream
 
 Each is the median of several timed runs after one warm-up (which compiles); the spread is kept.
 XLA:CPU runs both on the same intra-op thread pool as the profiled model; `threads` is its size.
@@ -26,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 MATMUL_N = 1024
-MIN_STREAM_BYTES = 64 * 2**20
+MIN_BUFFER_BYTES = 32 * 2**20
+MAX_BUFFER_BYTES = 2**30
 LLC_FACTOR = 8
 RUNS = 5
 PASSES = 4
@@ -109,23 +112,31 @@ def measure_peak(n: int = MATMUL_N, runs: int = RUNS, seed: int = 0) -> tuple[fl
     return _median_rate(call, 2.0 * n**3, runs)
 
 
+def stream_buffer_bytes(llc: int | None = None) -> int:
+    """Bytes of the bandwidth pass's buffer: LLC_FACTOR x the last-level cache, at least
+    MIN_BUFFER_BYTES, at most MAX_BUFFER_BYTES unless that is under twice the cache."""
+    llc = llc_bytes() if llc is None else llc
+    return max(MIN_BUFFER_BYTES, min(LLC_FACTOR * llc, max(MAX_BUFFER_BYTES, 2 * llc)))
+
+
 def measure_bandwidth(nbytes: int | None = None, runs: int = RUNS) -> tuple[float, tuple[float, float], int]:
     """Median GB/s (and min, max) of PASSES in-place passes x = x * a + b, each moving `nbytes`
-    (default: 8x the last-level cache, at least 64 MiB); returns the bytes per pass too."""
+    (default: twice `stream_buffer_bytes()`, read and written); returns the bytes per pass too."""
     import tensorflow as tf
 
-    per_pass = nbytes or max(MIN_STREAM_BYTES, 2 * LLC_FACTOR * llc_bytes())
-    n = per_pass // 8  # float32 elements: 4 bytes read + 4 written each
-    x = tf.random.stateless_uniform((n,), seed=(1, 2))  # (n,)
+    n = (nbytes or 2 * stream_buffer_bytes()) // 8  # float32 elements: 4 bytes read + 4 written each
+    x = tf.Variable(tf.random.stateless_uniform((n,), seed=(1, 2)))  # (n,)
     scale = tf.constant(1.0001)
     shift = tf.constant(0.5)
 
     @tf.function(jit_compile=True)
-    def stream(x, a, b):
-        return tf.while_loop(lambda i, x: i < PASSES, lambda i, x: (i + 1, x * a + b), (tf.constant(0), x))[1]
+    def stream(a, b):
+        x.assign(tf.while_loop(lambda i, y: i < PASSES, lambda i, y: (i + 1, y * a + b),
+                               (tf.constant(0), x.read_value()))[1])
+        return x[0]
 
     def call() -> None:
-        float(stream(x, scale, shift)[0])
+        float(stream(scale, shift))
 
     rate, spread = _median_rate(call, 8.0 * n * PASSES, runs)
     return rate, spread, 8 * n

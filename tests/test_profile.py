@@ -85,17 +85,19 @@ def fused(lecture_run, tmp_path_factory):
     assert p.returncode == 0, p.stderr
     report = json.loads((logdir / "hot_path.json").read_text())
     assert report["kind"] == "hlo" and not report["loops_compiled_whole"]
+    assert "roofs:" in p.stdout and "roofline.png" in p.stdout
+    report["roofline"] = json.loads((logdir / "roofline.json").read_text())
     return logdir, report, before, [line for line in p.stderr.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
-def whole(lecture_run, tmp_path_factory):
+def whole(lecture_run, measured_roofs, tmp_path_factory):
     """The default capture, in this process: the fused loop as training runs it, one compiled function."""
     from tfscope.profiling import capture
 
     logdir = tmp_path_factory.mktemp("profile_whole") / "log"
     warnings: list[str] = []
-    return logdir, capture.profile_run(lecture_run, logdir, warn=warnings.append), warnings
+    return logdir, capture.profile_run(lecture_run, logdir, warn=warnings.append, roofs=measured_roofs), warnings
 
 
 def test_one_step_marker_per_captured_call(fused):
@@ -211,6 +213,25 @@ def test_default_capture_times_the_loop_as_one_call(whole):
     assert "--per-instruction" in hot_path.format_top(report)
 
 
+def test_roofline_counts_the_loop_the_same_whole_or_instruction_by_instruction(fused, whole):
+    """The loop compiled whole is one roofline point whose FLOPs are its steps per call times a step's;
+    timed instruction by instruction, the same step is the sum over its body's points. Two routes
+    through the HLO (the loop's computation times its iterations; each executed instruction times its
+    events) must agree up to the instructions outside the loop, spread over the steps of a call
+    (under 0.1% here)."""
+    from tfscope.profiling import roofline
+
+    _, per_instruction, _, _ = fused
+    logdir, report, _ = whole
+    r = report["roofline"]
+    (loop,) = [p for p in r["points"] if p["opcode"] == "call"]
+    assert loop["calls"] == report["calls"] and loop["flops"] > 0
+    assert r["flops_per_step"] == pytest.approx(per_instruction["roofline"]["flops_per_step"], rel=1e-3)
+    assert loop["flops"] == pytest.approx(report["steps_per_call"] * r["flops_per_step"], rel=1e-3)
+    assert "one compiled function" in r["note"] and "--per-instruction" in roofline.format_report(report)
+    assert json.loads((logdir / "roofline.json").read_text())["points"] == r["points"]
+
+
 def test_profiling_leaves_the_run_directory_unchanged(fused, lecture_run):
     _, _, before, _ = fused
     assert snapshot(lecture_run) == before
@@ -322,14 +343,15 @@ def test_eager_mode_reports_each_op_type(lecture_run, tmp_path):
     assert all(r["calls"] % 2 == 0 for r in report["ops"])  # every op runs the same number of times per call
 
 
-def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, tmp_path):
+def test_xla_mode_runs_each_instruction_once_per_call(lecture_run, measured_roofs, tmp_path):
     from tfscope.profiling import capture
 
-    report = capture.profile_run(lecture_run, tmp_path / "log", mode="xla", calls=4)
+    report = capture.profile_run(lecture_run, tmp_path / "log", mode="xla", calls=4, roofs=measured_roofs)
     assert report["kind"] == "hlo" and report["steps_per_call"] == 1
     assert {r["calls"] for r in report["ops"]} == {4}
     # One step per call: the executable's launch is a large part of it, so no floor on the share.
     assert 0 < report["explained_share_of_executable"] <= 1.0 + 1e-9
+    assert [p["name"] for p in report["roofline"]["points"]] == [r["name"] for r in report["ops"]]
 
 
 def test_oversized_window_is_flagged_in_one_line(lecture_run):

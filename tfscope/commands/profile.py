@@ -1,9 +1,10 @@
 """`tfscope profile RUN_DIR --logdir LOGDIR`: a TensorBoard profiler session over a run's compiled
-step, its summaries, and the hot-path report (printed, and written as JSON and CSV).
+step, its summaries, the hot-path report (printed, and written as JSON and CSV) and, in the XLA
+modes, the roofline of its instructions against the machine's measured roofs.
 `tfscope profile --keras MODEL.keras | --saved-model DIR [--signature NAME] --logdir LOGDIR` does
 the same for any model's XLA-compiled call (or, with `--train`, a Keras model's training step), its
-inputs from the one input generator (`--shape`, `--range`, `--inputs`, `--batch-size`), and adds the
-roofline of every optimized-HLO instruction against the machine's measured roofs."""
+inputs from the one input generator (`--shape`, `--range`, `--inputs`, `--batch-size`). Both print
+and write through the same report code (profiling/roofline.py)."""
 
 from __future__ import annotations
 
@@ -49,14 +50,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
         from tfscope.core import xla_flags
 
         xla_flags.set_small_loop_bytes(0)
-    from tfscope.profiling import capture, hot_path
+    from tfscope.profiling import capture
 
     report = capture.profile_run(args.run_dir, args.logdir, mode=args.mode or "fused", calls=args.calls,
-                                 steps_per_call=args.steps_per_call, force=args.force)
-    print(hot_path.format_top(report, args.top))
-    print(f"report:   {args.logdir}/{hot_path.JSON_NAME}, {args.logdir}/{hot_path.CSV_NAME}")
-    print(capture.tensorboard_hint(args.logdir))
+                                 steps_per_call=args.steps_per_call, force=args.force, top=args.top)
+    print_report(report, args)
     return 0
+
+
+def print_report(report: dict, args: argparse.Namespace) -> None:
+    """The hot path, the roofline where there is one, the files and how to open them: runs and
+    models alike."""
+    from tfscope.profiling import capture, roofline
+
+    print(roofline.format_report(report, args.top))
+    print(f"report:   {', '.join(f'{args.logdir}/{f}' for f in roofline.files(report))}")
+    hint = capture.tensorboard_hint(args.logdir)
+    if args.run_dir is None:
+        hint = hint.replace("Histograms, Graphs, Profile", "Text, Profile")
+    elif report.get("roofline"):
+        hint = hint.replace("Profile)", "Text, Profile)")
+    print(hint)
 
 
 def cmd_profile_model(args: argparse.Namespace) -> int:
@@ -65,7 +79,6 @@ def cmd_profile_model(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tfscope.core.sources import feeds
-    from tfscope.profiling import hot_path, roofline
     from tfscope.profiling.logdirs import check_logdir
 
     shapes, ranges = feeds.parse_shapes(args.shape), feeds.parse_ranges(args.range)
@@ -81,19 +94,14 @@ def cmd_profile_model(args: argparse.Namespace) -> int:
     source = load_keras(model_path) if args.keras else load_saved_model(model_path, args.signature or SERVING)
     sets = feeds.generate(source.inputs, shapes, ranges, (args.batch_size or 8,), npz=args.inputs)
     feed = next(iter(sets.values()))
-    from tfscope.profiling import capture, model_profile
+    from tfscope.profiling import model_profile
 
     report = model_profile.profile_model(source, feed, logdir, train=args.train, calls=args.calls, force=args.force,
                                          model_path=model_path, top=args.top)
     what = "training step" if args.train else "inference"
     inputs = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in report["feeds"].items())
     print(f"model:    {source.description}, {what}, inputs {inputs}")
-    print(model_profile.format_report(report, args.top))
-    files = [hot_path.JSON_NAME, hot_path.CSV_NAME]
-    if report["roofline"]:
-        files += [roofline.JSON_NAME, roofline.CSV_NAME, roofline.PNG_NAME]
-    print(f"report:   {', '.join(f'{args.logdir}/{f}' for f in files)}")
-    print(capture.tensorboard_hint(args.logdir).replace("Histograms, Graphs, Profile", "Text, Profile"))
+    print_report(report, args)
     return 0
 
 
