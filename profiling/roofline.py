@@ -174,7 +174,10 @@ def _short(text: str, width: int) -> str:
 
 
 def format_roofs(roofs: dict) -> str:
-    return (f"roofs:    peak {roofs['peak_gflops']:.1f} GFLOP/s (XLA {roofs['matmul_n']}^2 matmul, median of "
+    kernels = (f"the faster of XLA's {roofs['matmul_n']}^2 matmul, {roofs.get('matmul_gflops', 0):.1f}, and 3x3 "
+               f"convolution, {roofs.get('conv_gflops', 0):.1f}; " if roofs.get("conv_gflops")
+               else f"XLA {roofs['matmul_n']}^2 matmul, ")
+    return (f"roofs:    peak {roofs['peak_gflops']:.1f} GFLOP/s ({kernels}median of "
             f"{roofs['runs']}, {roofs['peak_spread'][0]:.1f}-{roofs['peak_spread'][1]:.1f}), bandwidth "
             f"{roofs['bandwidth_gbs']:.2f} GB/s (XLA x*a+b in place, {roofs['stream_bytes'] / 2**20:.0f} MiB per pass, "
             f"{roofs['bandwidth_spread'][0]:.2f}-{roofs['bandwidth_spread'][1]:.2f}), ridge "

@@ -1,8 +1,12 @@
 """The machine's two roofs, measured in the process that profiles, just before the capture.
 
-  peak       GFLOP/s of an XLA-compiled (n, n) @ (n, n) float32 matmul, large enough to be compute
-             bound (intensity 2n^3 / 12n^2 = n/6 FLOP per byte: 171 at the default n = 1024, far
-             above any ridge point of a CPU)
+  peak       GFLOP/s of the faster of two compute-bound XLA-compiled float32 kernels: an (n, n) @ (n, n)
+             matmul (intensity 2n^3 / 12n^2 = n/6 FLOP per byte: 171 at the default n = 1024) and
+             a 3x3 convolution, 8x16x16x128 -> 512 channels, 'same' padding (2.4 GFLOP, 326 FLOP per
+             byte): far above any ridge point of a CPU. Both, because XLA:CPU's convolutions ran
+             1.7-1.9x faster than its matmuls of the same size on one 2-core machine (148 vs 82
+             GFLOP/s side by side), so a matmul-only roof sat below what MobileNetV2's convolutions
+             reached
   bandwidth  GB/s of XLA-compiled elementwise passes x = x * a + b over a float32 buffer beyond the
              last-level cache (8x the L3; at least 32 MiB; at most 1 GiB unless that is under 2x
              the L3): bytes = read x + write x. PASSES passes run in one while loop over a Variable
@@ -19,6 +23,7 @@ Roofs move with the machine's load: compare a model only with roofs from its own
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 MATMUL_N = 1024
+CONV_INPUT, CONV_KERNEL = (8, 16, 16, 128), (3, 3, 128, 512)  # (batch, height, width, in), (kh, kw, in, out)
 MIN_BUFFER_BYTES = 32 * 2**20
 MAX_BUFFER_BYTES = 2**30
 LLC_FACTOR = 8
@@ -37,8 +43,8 @@ PASSES = 4
 
 @dataclass
 class Roofs:
-    peak_gflops: float  # median GFLOP/s of the matmul
-    peak_spread: tuple[float, float]  # (min, max) over the runs
+    peak_gflops: float  # median GFLOP/s of the faster kernel (peak_kernel)
+    peak_spread: tuple[float, float]  # (min, max) over its runs
     matmul_n: int
     bandwidth_gbs: float  # median GB/s of the elementwise pass
     bandwidth_spread: tuple[float, float]
@@ -46,6 +52,9 @@ class Roofs:
     llc_bytes: int  # the last-level cache the buffer is sized from (0 if unknown)
     runs: int
     threads: int  # XLA:CPU's intra-op threads (the pool both roofs and the model run on)
+    peak_kernel: str = "matmul"  # the kernel that set the peak: matmul or convolution
+    matmul_gflops: float = 0.0  # median GFLOP/s of each kernel
+    conv_gflops: float = 0.0
 
     @property
     def ridge(self) -> float:
@@ -119,6 +128,23 @@ def stream_buffer_bytes(llc: int | None = None) -> int:
     return max(MIN_BUFFER_BYTES, min(LLC_FACTOR * llc, max(MAX_BUFFER_BYTES, 2 * llc)))
 
 
+def measure_conv_peak(runs: int = RUNS, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Median GFLOP/s (and min, max) of an XLA 3x3 'same' convolution CONV_INPUT * CONV_KERNEL:
+    2 x output elements x kernel volume x in-channels FLOPs (profiling/flops.py's rule)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal(CONV_INPUT), tf.float32)  # (batch, height, width, in)
+    k = tf.constant(rng.standard_normal(CONV_KERNEL), tf.float32)  # (kh, kw, in, out)
+    conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"), jit_compile=True)
+    kh, kw, cin, cout = CONV_KERNEL
+
+    def call() -> None:
+        float(conv(x, k)[0, 0, 0, 0])
+
+    return _median_rate(call, 2.0 * math.prod(CONV_INPUT[:3]) * cout * kh * kw * cin, runs)
+
+
 def measure_bandwidth(nbytes: int | None = None, runs: int = RUNS) -> tuple[float, tuple[float, float], int]:
     """Median GB/s (and min, max) of PASSES in-place passes x = x * a + b, each moving `nbytes`
     (default: twice `stream_buffer_bytes()`, read and written); returns the bytes per pass too."""
@@ -144,6 +170,10 @@ def measure_bandwidth(nbytes: int | None = None, runs: int = RUNS) -> tuple[floa
 
 def measure(matmul_n: int = MATMUL_N, stream_bytes: int | None = None, runs: int = RUNS) -> Roofs:
     """Both roofs, measured now in this process."""
-    peak, peak_spread = measure_peak(matmul_n, runs)
+    matmul, matmul_spread = measure_peak(matmul_n, runs)
+    conv, conv_spread = measure_conv_peak(runs)
+    kernel, peak, peak_spread = max(("matmul", matmul, matmul_spread), ("convolution", conv, conv_spread),
+                                    key=lambda k: k[1])
     bw, bw_spread, moved = measure_bandwidth(stream_bytes, runs)
-    return Roofs(peak, peak_spread, matmul_n, bw, bw_spread, moved, llc_bytes(), runs, threads())
+    return Roofs(peak, peak_spread, matmul_n, bw, bw_spread, moved, llc_bytes(), runs, threads(), kernel, matmul,
+                 conv)

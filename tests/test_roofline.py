@@ -146,6 +146,15 @@ def test_roofs_order_an_elementwise_pass_below_the_ridge_and_a_big_dot_above(mea
     (dot,) = _by_opcode(big, "dot")
     dot_intensity = flops.instruction_flops(dot, big) / flops.instruction_bytes(dot, big)
     assert ew_intensity < roofs.ridge < dot_intensity
+    # the peak is the faster kernel's, and the convolution's FLOPs are the ones the report's rule counts
+    assert roofs.peak_gflops == max(roofs.matmul_gflops, roofs.conv_gflops)
+    assert roofs.peak_kernel == ("matmul" if roofs.matmul_gflops >= roofs.conv_gflops else "convolution")
+    from tfscope.profiling.roofs import CONV_INPUT, CONV_KERNEL
+
+    conv = _compiled(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"), tf.ones(CONV_INPUT), tf.ones(CONV_KERNEL))
+    (c,) = _by_opcode(conv, "convolution")
+    assert flops.instruction_flops(c, conv) == 2 * np.prod(CONV_INPUT[:3]) * CONV_KERNEL[3] * np.prod(CONV_KERNEL[:3])
+    assert flops.instruction_flops(c, conv) / flops.instruction_bytes(c, conv) > roofs.ridge
     # at the roofs themselves, the classes follow
     assert roofline.classify(ew_intensity, roofs.bandwidth_gbs * ew_intensity, roofs.bandwidth_gbs,
                              roofs) == "memory"
