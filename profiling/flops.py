@@ -4,8 +4,12 @@ What counts as one FLOP (the convention of the bench and of most roofline studie
   dot          2 * M * N * K: every output element (batch dims included) is K multiply-adds, 2 FLOPs each;
                K is the product of the lhs contracting dimensions.
   convolution  2 * output elements * kernel volume * input channels per group: the kernel's input-feature
-               dimension already holds in-channels / feature_group_count. Padded window positions count
-               (the arithmetic an unpadded formula would do; XLA's own cost model skips them).
+               dimension already holds in-channels / feature_group_count. Window positions on padding
+               count, as in TensorFlow's own op statistics (XLA's cost model skips them), and so do
+               those on the zeros of an lhs (base) dilation: the input gradient of a stride-s
+               convolution counts s^2 times its useful work. XLA:CPU computes those zeros for grouped
+               convolutions (its generic Eigen path) but skips them for ungrouped ones (its
+               transposed-convolution path), so there such a point can sit up to s^2 too high.
   elementwise  1 per output element for every arithmetic, comparison, select or transcendental op
                (exp, tanh, rsqrt... each count 1, as a FLOP and not as the many a libm call takes).
   reduce       1 per reduced element: input elements - output elements applications of the reducer.

@@ -11,8 +11,43 @@ from pathlib import Path
 
 COLORS = {"compute": "#c0392b", "memory": "#2471a3", "overhead": "#7f8c8d"}
 LABELLED = 6
-# Label offsets (points) tried in turn, so labels of neighbouring instructions fan out instead of overlapping.
-OFFSETS = ((14, 18), (14, -26), (-150, 22), (-150, -30), (40, 48), (40, -58), (-170, 56), (-170, -66))
+# Label offsets (points) tried in turn, nearest first, so labels of neighbouring instructions fan out
+# instead of overlapping: right, left (the label's width further), above and below, at growing distances.
+OFFSETS = tuple((dx, dy) for r in (1, 2, 3, 4) for dx, dy in ((14, 18 * r), (14, -26 * r), (-150, 22 * r),
+                                                                (-150, -30 * r), (40 * r, 0), (-150 - 40 * r, 0)))
+
+
+def _label(fig, ax, points: list[dict], fixed: list) -> None:
+    """Annotate `points`, each at the first of OFFSETS whose label overlaps none already placed (the
+    roofs' own included) and stays inside the axes; failing that, where it overlaps least."""
+    renderer = fig.canvas.get_renderer()
+    placed = [t.get_window_extent(renderer) for t in fixed]
+    inside = ax.get_window_extent(renderer)
+
+    def clash(box) -> float:
+        shared = sum(max(0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0, min(box.y1, b.y1) - max(box.y0, b.y0))
+                     for b in placed)
+        out = box.width * box.height - max(0, min(box.x1, inside.x1) - max(box.x0, inside.x0)) * \
+            max(0, min(box.y1, inside.y1) - max(box.y0, inside.y0))
+        return shared + out
+
+    for p in points:
+        ann = ax.annotate(f"{p['name']}: {100 * p['share']:.1f}%\n{p['gflops']:.3g} GFLOP/s, {p['gbs']:.3g} GB/s",
+                          (p["intensity"], p["gflops"]), xytext=OFFSETS[0], textcoords="offset points",
+                          fontsize=7.5, color="#333", zorder=4,
+                          bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "lw": 0.5},
+                          arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6})
+        best = None
+        for offset in OFFSETS:
+            ann.set_position(offset)
+            box = ann.get_window_extent(renderer).expanded(1.08, 1.25)  # the text, with its frame's margin
+            cost = clash(box)
+            if best is None or cost < best[0]:
+                best = (cost, offset, box)
+            if cost == 0:
+                break
+        ann.set_position(best[1])
+        placed.append(best[2])
 
 
 def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
@@ -37,11 +72,11 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
     ax.fill_between(grid, np.minimum(peak, bw * grid), lo_y, color="#f4f6f7", zorder=0)
     ax.axvline(ridge, color="#999", lw=0.8, ls=":", zorder=1)
     box = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}
-    ax.text(lo_x * 1.15, bw * lo_x * 1.25, f"memory roof {bw:.2f} GB/s", fontsize=9, color="#222", va="bottom",
-            bbox=box, zorder=5)
-    ax.text(hi_x / 1.15, peak * 1.12, f"compute roof {peak:.1f} GFLOP/s", fontsize=9, ha="right", color="#222",
-            bbox=box, zorder=5)
-    ax.text(ridge * 1.08, lo_y * 1.3, f"ridge {ridge:.1f} FLOP/B", fontsize=8, color="#666")
+    fixed = [ax.text(lo_x * 1.15, bw * lo_x * 1.25, f"memory roof {bw:.2f} GB/s", fontsize=9, color="#222",
+                     va="bottom", bbox=box, zorder=5),
+             ax.text(hi_x / 1.15, peak * 1.12, f"compute roof {peak:.1f} GFLOP/s", fontsize=9, ha="right",
+                     color="#222", bbox=box, zorder=5),
+             ax.text(ridge * 1.08, lo_y * 1.3, f"ridge {ridge:.1f} FLOP/B", fontsize=8, color="#666")]
 
     for bound, color in COLORS.items():
         mine = [p for p in drawn if p["bound"] == bound]
@@ -55,15 +90,11 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
         share = sum(p["share"] for p in hidden)
         ax.scatter([], [], s=20, color="white", edgecolors="#999",
                    label=f"not drawn (0 FLOP: copy, transpose...): {len(hidden)}, {100 * share:.1f}% of step")
-    for p, offset in zip(sorted(drawn, key=lambda p: -p["share"])[:LABELLED], OFFSETS):
-        ax.annotate(f"{p['name']}: {100 * p['share']:.1f}%\n{p['gflops']:.3g} GFLOP/s, {p['gbs']:.3g} GB/s",
-                    (p["intensity"], p["gflops"]), xytext=offset, textcoords="offset points", fontsize=7.5,
-                    color="#333", zorder=4, bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "lw": 0.5},
-                    arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6})
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo_x, hi_x)
     ax.set_ylim(lo_y, hi_y)
+    _label(fig, ax, sorted(drawn, key=lambda p: -p["share"])[:LABELLED], fixed)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("achieved GFLOP/s (under the profiler)")
     name = report.get("title") or report["hlo_module"].split("__")[0]
