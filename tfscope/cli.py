@@ -55,6 +55,55 @@ def quiet_tensorflow() -> None:
         import logging
 
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        sys.meta_path.insert(0, _QuietImport())
+
+
+# Lines TensorFlow's C++ side writes while it loads, before absl's logging is initialised, so
+# TF_CPP_MIN_LOG_LEVEL cannot hold them back: the banner saying so, and INFO lines (on CPUs where
+# oneDNN is on by default, "oneDNN custom operations are on ..." once per library).
+_PREINIT = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR", "I0000 ")
+
+
+class _QuietImport:
+    """A meta-path finder that runs the first `import tensorflow` with file descriptor 2 captured, then
+    passes on every captured line but absl's pre-initialisation banner and INFO lines."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _CapturingLoader(spec.loader)
+        return spec
+
+
+class _CapturingLoader:
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        import tempfile
+
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                captured.seek(0)
+                text = captured.read().decode("utf-8", "replace")
+        kept = [line for line in text.splitlines() if line and not line.startswith(_PREINIT)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
 
 
 def build_parser() -> Parser:
