@@ -21,7 +21,22 @@ of Numerical Algorithms", 2nd ed., SIAM 2002, ch. 3, eq. (3.4)-(3.5) and Lemma 3
     float64 on 5e6 points: tanh <= 5.5 u |y| with subnormal results flushed to 0; sigmoid <=
     1.74e-7 = 2.9 u absolute, onnxruntime's being an absolute, not relative, approximation):
     allowed 12 u |y| + 2^-125 (tanh), 12 u |y| + 6 u (sigmoid)
-  AveragePool/GlobalAveragePool/ReduceMean over k terms: mean of the errors + gamma_{k+1} mean|x^|
+  AveragePool/GlobalAveragePool/ReduceMean over k terms: mean of the errors + gamma_{k+1} mean|x^|;
+    ReduceSum: sum of the errors + gamma_k sum|x^|
+  Sqrt: min(sqrt(2e), 2e / (2 sqrt(lo))) carried (lo = the smallest input in reach), + 2u |y^|;
+    Reciprocal: as Div with a = 1; Neg, Abs: exact (the errors pass through); Max, Min: the larger error;
+    ReduceMax, ReduceMin: the largest error over the reduced elements
+  Exp: |y| (exp(2e) - 1) carried, + EXP_ULP u |y^| for the float32 implementation
+  Log: e / lo carried (lo = the smallest input in reach; no bound where lo <= 0), + 4 u |y^| + 2 u
+    absolute for the implementation (measured, TF eager, XLA, onnxruntime on 4e6 inputs from 1e-30
+    to 1e30 and around 1: at most 2 u |y| + 0.66 u)
+  Softmax (opset 13+, one axis of k terms; E = the largest input error along the axis):
+    y (exp(2E) - 1) carried in (softmax(x + d) / softmax(x) lies in [exp(-2E), exp(2E)] for |d| <= E),
+    plus a relative rounding of u (|x - max| + sum_j y_j |x_j - max| + log k + EXP_ULP) + gamma_k on
+    y exp(2E): the shift by the row maximum, each exp, the sum of k positive terms and the division,
+    in the max-shifted or the log-sum-exp form. Measured (TF eager, XLA, onnxruntime; rows of 2 to
+    1,000 terms, inputs N(0, 0.1) to N(0, 100)): the error beyond the terms other than EXP_ULP u was
+    at most 0.08 u; EXP_ULP = 4
   BatchNormalization (inference, an affine map y = a (x - m) + B, a = scale / sqrt(var + eps)):
     |a| e_x + gamma_8 (|a| (|x^| + |m|) + |B|), covering the folded and unfolded forms
   data movement (Reshape, Flatten, Transpose, Identity, Squeeze, Unsqueeze, Concat, Slice,
@@ -32,8 +47,8 @@ zero, and every bound is widened by 2^-28 relative to cover the float64 oracle's
 (the same rules with 2^-53 in place of 2^-24). Graph inputs and weights are exact; a constant
 that TensorFlow's grappler folded from float32 arithmetic (named `ConstantFolding/...`, e.g. the
 reciprocal 1/std the standardisation's division became) carries 8 u |c|, so either the ONNX
-graph's or TensorFlow's float64 oracle may be used. An op with no rule (Softmax,
-LayerNormalization, Exp, Log, Pow, LSTM, ...) gives no bound to its outputs nor to anything
+graph's or TensorFlow's float64 oracle may be used. An op with no rule (Pow, Erf, LSTM,
+LayerNormalization as one op, ...) gives no bound to its outputs nor to anything
 downstream: `rules[name]` says `fallback (<op type> <node name>)` and export/verdict.py judges
 such tensors against TensorFlow eager's own float32 error instead.
 """
@@ -53,6 +68,8 @@ U = 2.0**-24  # float32 unit roundoff
 TINY = 2.0**-125  # one flushed subnormal result, absolute (2^-126), doubled
 ORACLE_WIDEN = 1.0 + 2.0**-28  # the float64 oracle's own rounding, relative to the float32 bound
 TANH_ULP, SIGMOID_ABS = 12.0, 6.0 * U  # allowances for float32 tanh/sigmoid (see the docstring)
+EXP_ULP = 4.0  # allowance for a float32 exp (Exp, Softmax), in units of u (see the docstring)
+LOG_ULP, LOG_ABS = 4.0, 2.0 * U  # allowance for a float32 log: relative to |y|, and absolute (near y = 0)
 FOLDED = "ConstantFolding/"  # grappler's prefix for constants it computed in float32
 FOLDED_ERROR = 8.0 * U
 FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
@@ -247,6 +264,13 @@ def _maxpool(node, v, e, out, ctx):
     return [ctx.rerun(node, [e[0]])]
 
 
+def _reduce_max(node, v, e, out, ctx):
+    """ReduceMax/ReduceMin: Lipschitz 1 (the largest error over the reduced elements), no rounding."""
+    if any(np.any(ei) for ei in e[1:] if ei is not None):
+        raise NoRule
+    return [ctx.rerun(node, [e[0], *v[1:]])]
+
+
 def _mean_like(node, v, e, out, ctx, k: int):
     x, ex = v[0], e[0]
     rest = [None if a is None else a for a in v[1:]]
@@ -266,6 +290,64 @@ def _global_avg(node, v, e, out, ctx):
 def _reduce_mean(node, v, e, out, ctx):
     k = max(1, v[0].size // max(1, out[0].size))
     return _mean_like(node, v, e, out, ctx, k)
+
+
+def _reduce_sum(node, v, e, out, ctx):
+    x, ex = v[0], e[0]
+    rest = list(v[1:])
+    if any(np.any(ei) for ei in e[1:] if ei is not None):
+        raise NoRule  # the axes are data: they must be exact
+    k = max(1, x.size // max(1, out[0].size))
+    return [ctx.rerun(node, [ex, *rest]) + gamma(k) * ctx.rerun(node, [_hat(x, ex), *rest]) + k * TINY]
+
+
+def _sqrt(node, v, e, out, ctx):
+    x, ex = v[0], e[0]
+    lo = np.maximum(x - 2 * ex, 0.0)  # the smallest input, exact or evaluated, in reach
+    with np.errstate(divide="ignore", invalid="ignore"):
+        carried = np.where(lo > 0, np.minimum(np.sqrt(2 * ex), ex / np.sqrt(lo)), np.sqrt(2 * ex))
+    return [carried + 2 * U * (np.abs(out[0]) + carried) + TINY]
+
+
+def _reciprocal(node, v, e, out, ctx):
+    return _div(node, [np.ones_like(v[0]), v[0]], [np.zeros_like(e[0]), e[0]], out, ctx)
+
+
+def _exact(node, v, e, out, ctx):
+    """Neg, Abs: no rounding, Lipschitz 1: the error passes through."""
+    return [e[0]]
+
+
+def _max_min(node, v, e, out, ctx):
+    """Elementwise Max/Min of several tensors: Lipschitz 1 in each, no rounding."""
+    return [np.broadcast_to(np.maximum.reduce([np.broadcast_to(ei, out[0].shape) for ei in e]), out[0].shape)]
+
+
+def _exp(node, v, e, out, ctx):
+    carried = np.abs(out[0]) * np.expm1(2 * e[0])
+    return [carried + EXP_ULP * U * (np.abs(out[0]) + carried) + TINY]
+
+
+def _log(node, v, e, out, ctx):
+    x, ex = v[0], e[0]
+    lo = x - 2 * ex  # the smallest input in reach: |log a - log b| <= |a - b| / min(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        carried = np.where(lo > 0, ex / lo, np.inf)
+    return [carried + LOG_ULP * U * (np.abs(out[0]) + carried) + LOG_ABS + TINY]
+
+
+def _softmax(node, v, e, out, ctx):
+    if ctx.opset < 13:
+        raise NoRule  # before opset 13 Softmax flattens from its axis: not a per-row map here
+    x, ex, y = v[0], e[0], out[0]
+    axis = int(_attr(node, "axis", -1))
+    k = x.shape[axis]
+    E = np.max(ex, axis=axis, keepdims=True)
+    shift = np.abs(x - np.max(x, axis=axis, keepdims=True)) + 2 * E
+    rho = U * (shift + np.sum(y * shift, axis=axis, keepdims=True) + np.log(k) + EXP_ULP) + gamma(k)
+    with np.errstate(over="ignore"):
+        grown = np.expm1(2 * E)  # inf where the carried error says nothing
+    return [y * grown + rho * y * (1 + grown) + TINY]
 
 
 def _batchnorm(node, v, e, out, ctx):
@@ -317,7 +399,10 @@ RULES: dict[str, Rule] = {
     "Add": _add, "Sub": _add, "Mul": _mul, "Div": _div,
     "Relu": _relu, "LeakyRelu": _leaky, "Clip": _clip, "Tanh": _tanh, "Sigmoid": _sigmoid,
     "MaxPool": _maxpool, "AveragePool": _avgpool, "GlobalAveragePool": _global_avg,
-    "GlobalMaxPool": _maxpool, "ReduceMean": _reduce_mean, "BatchNormalization": _batchnorm,
+    "GlobalMaxPool": _maxpool, "ReduceMean": _reduce_mean, "ReduceSum": _reduce_sum,
+    "ReduceMax": _reduce_max, "ReduceMin": _reduce_max,
+    "BatchNormalization": _batchnorm, "Sqrt": _sqrt, "Reciprocal": _reciprocal, "Neg": _exact, "Abs": _exact,
+    "Max": _max_min, "Min": _max_min, "Exp": _exp, "Log": _log, "Softmax": _softmax,
     "Identity": _identity, "Dropout": _identity,
     **{op: _moves for op in ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Slice",
                              "Gather", "Pad", "Expand", "Tile", "Split")},
@@ -334,9 +419,11 @@ def _seed(name: str, value: np.ndarray, kind: int) -> np.ndarray | None:
     return np.zeros(value.shape)
 
 
-def propagate(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], oracle: GraphOracle | None = None
-              ) -> GraphBounds:
-    """Oracle values and rounding bounds of every tensor of `proto` on `feeds` (see the module docstring)."""
+def propagate(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], oracle: GraphOracle | None = None,
+              input_errors: dict[str, np.ndarray] | None = None) -> GraphBounds:
+    """Oracle values and rounding bounds of every tensor of `proto` on `feeds` (see the module docstring).
+    Graph inputs are exact unless `input_errors` gives a bound on how far an evaluation's input may be
+    from the fed value (a float input)."""
     oracle = oracle or GraphOracle(proto)
     values = oracle.values(feeds)
     types = _elem_types(proto)
@@ -360,7 +447,9 @@ def propagate(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], oracle: Grap
         order.append(i.name)
         rules[i.name] = "bound"
         if i.type.tensor_type.elem_type in FLOATS:
-            bounds[i.name] = np.zeros(np.shape(values[i.name]))
+            seed = (input_errors or {}).get(i.name)
+            bounds[i.name] = (np.zeros(np.shape(values[i.name])) if seed is None
+                              else np.broadcast_to(np.asarray(seed, np.float64), np.shape(values[i.name])))
         else:
             exact_ints.add(i.name)
     for node in proto.graph.node:
@@ -428,7 +517,10 @@ def subgraph(proto: onnx.ModelProto, inputs: list[str], outputs: list[str]) -> o
     return helper.make_model(sub, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
 
 
-def local(proto: onnx.ModelProto, observed: dict[str, np.ndarray], outputs: list[str]) -> GraphBounds:
+def local(proto: onnx.ModelProto, observed: dict[str, np.ndarray], outputs: list[str],
+          errors: dict[str, np.ndarray] | None = None) -> GraphBounds:
     """Bounds of `outputs` computed from the *observed* values of some upstream tensors, taken as
-    exact: what one stage's own rounding can explain, without the error carried in from before."""
-    return propagate(subgraph(proto, list(observed), outputs), observed)
+    exact: what one stage's own rounding can explain, without the error carried in from before.
+    With `errors` (per observed tensor), the bound also covers any evaluation whose inputs lie within
+    those errors of the observed values (another runtime's values of the same tensors)."""
+    return propagate(subgraph(proto, list(observed), outputs), observed, input_errors=errors)

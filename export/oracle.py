@@ -112,6 +112,21 @@ def cast_float64(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def float64_ops() -> list:
+    """onnx.reference ops replaced so that float64 is honoured: onnx's Erf rounds its result to float32
+    (`np.vectorize(math.erf, otypes=["f"])`), which would make every value downstream of an Erf (GELU)
+    only float32-accurate."""
+    from math import erf
+
+    from onnx.reference.ops._op import OpRunUnaryNum
+
+    class Erf(OpRunUnaryNum):
+        def _run(self, x):
+            return (np.vectorize(erf, otypes=[x.dtype])(x),)
+
+    return [Erf]
+
+
 class GraphOracle:
     """The float64 form of an ONNX graph; `values(feeds)` gives every tensor's float64 value."""
 
@@ -121,7 +136,7 @@ class GraphOracle:
         self.proto = proto
         self.proto64 = cast_float64(proto)
         try:
-            self.evaluator = ReferenceEvaluator(self.proto64)
+            self.evaluator = ReferenceEvaluator(self.proto64, new_ops=float64_ops())
         except Exception as e:  # noqa: BLE001  (an op without an implementation; the reason is reported)
             raise NoFloat64Form(f"onnx.reference cannot evaluate the float64 graph: {_first_line(e)}") from None
 
