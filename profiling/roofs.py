@@ -16,7 +16,9 @@
              1 / PASSES). The cap: a virtual machine may report its host's whole L3 (480 MiB on
              one), where 8x took 38 s to allocate and stream
 
-Each is the median of several timed runs after one warm-up (which compiles); the spread is kept.
+Each is the median of several timed runs after a warm-up (one call that compiles, then WARM_SECONDS
+of calls: the first compute-bound kernels of a process ran at 60-65% of the rate of later ones on
+one machine, 88 vs 141 GFLOP/s for the same convolution); the spread is kept.
 XLA:CPU runs both on the same intra-op thread pool as the profiled model; `threads` is its size.
 Roofs move with the machine's load: compare a model only with roofs from its own process.
 """
@@ -38,6 +40,7 @@ MIN_BUFFER_BYTES = 32 * 2**20
 MAX_BUFFER_BYTES = 2**30
 LLC_FACTOR = 8
 RUNS = 5
+WARM_SECONDS = 0.5  # untimed calls first: a process's first kernels ran at 60% of the rate of later ones here
 PASSES = 4
 
 
@@ -97,7 +100,12 @@ def threads() -> int:
 
 
 def _median_rate(call, amount: float, runs: int) -> tuple[float, tuple[float, float]]:
+    """Median (and min, max) of `amount` / seconds / 1e9 over `runs` timed calls, after one call
+    that compiles and WARM_SECONDS of untimed ones."""
     call()  # compiles and touches the buffers
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARM_SECONDS:
+        call()
     rates = []
     for _ in range(runs):
         t0 = time.perf_counter()
