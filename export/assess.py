@@ -53,6 +53,16 @@ class Assessment:
                 return j
         return next((j for js in self.stages.values() for j in js if not j.passed), None)
 
+    oracle_name = "the float64 network"
+    title = "equivalence with the network in float64"
+    scope = "for the output and every stage"
+    file_line = "model.onnx evaluated in float64 vs the network"
+    many_outputs = False
+
+    @staticmethod
+    def what(j: Judgement) -> str:
+        return "its z" if j.output == OUTPUT else f"stage {j.output}"
+
     def first_stage(self, runtime: str, input: str) -> Judgement | None:
         """The first stage of (runtime, input) whose error exceeds what its rounding explains."""
         return next((j for j in self.stages.get(f"{runtime}/{input}", []) if not j.passed), None)
@@ -103,16 +113,16 @@ def network_graph(model) -> onnx.ModelProto:
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def unbounded_reason(model) -> str | None:
-    """Why the rounding bound (export/assess.py, built on the Dense layers of a Regressor MLP) cannot
-    judge `model`, so the fixed rule decides; None when it can."""
+def not_stagewise(model) -> str | None:
+    """None when this module's stage-wise verdict (built on the Dense layers of a Regressor MLP) judges
+    `model`; else why the verdict goes through the model's ONNX graph instead, output by output, as
+    for any model (export/graph_verdict.py)."""
     from tfscope.core.nn.network import Classifier
 
     if isinstance(model, Classifier):
-        return ("a classifier's softmax is outside the rounding bound; the fixed rule decides, on logits and "
-                "probabilities")
+        return "a classifier (logits and probabilities): judged output by output through its ONNX graph"
     if model.mlp.spec is not None:
-        return f"the bound covers Dense MLPs, not the --net {model.mlp.spec!r} layers; the fixed rule decides"
+        return f"the --net {model.mlp.spec!r} layers: judged output by output through its ONNX graph"
     return None
 
 

@@ -22,7 +22,6 @@ from tfscope.export.live import LIVE, load_live
 from tfscope.export.localize import Localisation, localise
 from tfscope.export.preflight import check_export_dir
 from tfscope.export.runtimes import DESCRIPTIONS, EAGER, RUNTIMES, all_runtimes
-from tfscope.export.serving import OUTPUT
 
 if TYPE_CHECKING:
     from tfscope.export.assess import Assessment
@@ -55,13 +54,15 @@ class Report:
         return next((c for c in self.comparisons if not c.passed), None)
 
     def _bound_failure_line(self) -> str | None:
-        f = self.assessment.first_failure
+        a, loc = self.assessment, self.localisation
+        f = a.first_failure
         if f is None:
-            return None
-        what = "its z" if f.output == OUTPUT else f"stage {f.output}"
+            if self.passed or loc is None:
+                return None
+            return (f"the deep check of {loc.runtime} on input {loc.input!r} finds an intermediate tensor beyond what "
+                    f"its rule allows; first diverging op: {loc.first_diverging}")
         line = (f"{f.runtime} exceeds what float32 rounding explains on input {f.input!r}: "
-                + f.why(what, "the float64 network"))
-        loc = self.localisation
+                + f.why(a.what(f), a.oracle_name))
         if loc is not None:
             line += (f"; first diverging stage: {loc.first_diverging}" if loc.first_diverging
                      else "; no single stage exceeds its own rounding bound")
@@ -134,13 +135,18 @@ class Report:
     def _bound_table(self, detail: bool) -> str:
         """Per runtime: the bound verdict vs the float64 network, then Polygraphy's columns vs eager."""
         a = self.assessment
-        polygraphy = {(c.runtime, c.input): c for c in (self.comparisons if detail else self.summaries)}
+        many = a.many_outputs  # model exports label a runtime's rows per output: 'rt [output]'
+
+        def key(c: Comparison) -> tuple[str, str]:
+            return (f"{c.runtime} [{c.output}]" if many and " [" not in c.runtime else c.runtime, c.input)
+
+        polygraphy = {key(c): c for c in (self.comparisons if detail else self.summaries)}
         rows = [j for j in a.outputs] if detail else a.summaries
         head = ["runtime", "input", "err vs f64", "rel vs f64", "bound use", "worst at", "| vs eager: max abs",
                 "max rel", "min atol", "min rtol", "shape", "dtype", "nan/inf", "fixed rule", "result"]
         body = []
         for j in rows:
-            c = polygraphy.get((j.runtime, j.input if detail else "all"))
+            c = polygraphy.get((j.runtime, j.input if detail or j.rule == "-" else "all"))
             worst = j.output if detail else f"{j.worst_input}/{j.output}"
             fixed = ([_g(c.max_abs), _g(c.max_rel), _g(c.min_atol), _g(c.min_rtol), "ok" if c.shape_ok else "DIFF",
                       "ok" if c.dtype_ok else "DIFF", f"{c.nan_got}/{c.inf_got}", "pass" if c.passed else "FAIL"]
@@ -152,13 +158,20 @@ class Report:
         decides = ("the rounding bound decides (bound use <= 1 passes); --atol/--rtol switch to the fixed rule"
                    if self.rule == "bound" else
                    f"the fixed rule decides (atol {self.atol:g}, rtol {self.rtol:g} vs eager, as asked)")
-        lines = [f"equivalence with the network in float64 ({self.dtype}; {rows_n}); {decides}",
-                 "bound use = max over elements of |error vs float64| / what float32 rounding can explain, "
-                 "for the output and every stage", *_format(head, body)]
+        lines = [f"{a.title} ({self.dtype}; {rows_n}); {decides}",
+                 "bound use = max over elements of |error vs float64| / what float32 rounding can explain "
+                 f"(or, under 'fallback', k x eager's own error), {a.scope}", *_format(head, body)]
+        reference = getattr(a, "reference", None)
+        if reference:
+            lines.append(f"reference graph: {reference}")
+        rules = getattr(a, "rules", {})
+        unbounded = {k: v for k, v in rules.items() if v != "bound"}
+        if unbounded:
+            lines.append("outputs not judged by the bound: " + "; ".join(f"{k}: {v}" for k, v in unbounded.items()))
         if a.graph_checks:
             worst = max(a.graph_checks, key=lambda j: j.bound_use)
-            lines.append(f"model.onnx evaluated in float64 vs the network: bound use {_g(worst.bound_use)} "
-                         f"(input {worst.input!r}){'' if worst.passed else ': the ONNX graph is not the network'}")
+            lines.append(f"{a.file_line}: bound use {_g(worst.bound_use)} "
+                         f"(input {worst.input!r}){'' if worst.passed else ': the ONNX file is not that function'}")
         lines += self._localisation_lines()
         lines.append("PASS: every runtime matches" if self.passed else f"FAIL: {self.failure_line()}")
         return "\n".join(lines)
@@ -202,14 +215,14 @@ def verify(export_dir: str | Path, atol: float | None = None, rtol: float | None
         if not (d / part).exists():
             raise RunDirError(f"{d}: not a complete export directory (no {part})")
     model, _ = load_live(d / LIVE)
-    from tfscope.export.assess import unbounded_reason
+    from tfscope.export.assess import not_stagewise
 
-    why = unbounded_reason(model)
-    if why is not None:  # a classifier or a convnet: every named output under the fixed rule, saying why
+    why = not_stagewise(model)
+    if why is not None:  # a classifier or a convnet: every named output judged through its ONNX graph
         from tfscope.core.sources.source import RunSource
         from tfscope.export.serving import SERVING, output_names
 
-        meta = {"source": {"kind": "run", "signature": SERVING, "fixed_rule_reason": why}}
+        meta = {"source": {"kind": "run", "signature": SERVING, "verdict": why}}
         source = RunSource(model, f"tfscope network of {d}", outputs=output_names(model))
         report = verify_model(d, meta, atol, rtol, deep=deep, reference=reference, source=source)
         report.parity = lambda: report_dict(report, meta)  # type: ignore[attr-defined]  (parity.json's body)

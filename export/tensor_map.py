@@ -74,6 +74,12 @@ class Pair:
             return value.reshape(value.shape[:2])
         return np.transpose(value, TO_NHWC) if self.nchw else value
 
+    def tf_as_onnx(self, value: np.ndarray) -> np.ndarray:
+        """The TF tensor in the ONNX value's layout."""
+        if self.pooled:
+            return value.reshape(*value.shape[:2], 1, 1)
+        return np.transpose(value, TO_NCHW) if self.nchw else value
+
     def to_dict(self) -> dict:
         return {"tf_tensor": self.tf_tensor, "tf_op": self.tf_op, "tf_type": self.tf_type,
                 "onnx_value": self.onnx_value, "onnx_node": self.onnx_node, "onnx_type": self.onnx_type,

@@ -114,8 +114,11 @@ def write_export(model: Regressor, x_train, directory: Path, opset: int, info: d
     tf.saved_model.save(module, str(directory / SAVED_MODEL),
                         signatures={SERVING: module.serve, LAYERS: module.layers})
     write_onnx(module, directory / ONNX_FILE, opset)
+    from tfscope.export.graph_verdict import digest
+
     meta = {"format": "tfscope-export", "version": 1, "opset": opset, "input": INPUT, "output": OUTPUT,
-            "outputs": output_names(model), "files": [SAVED_MODEL, ONNX_FILE, INPUTS, LIVE, PARITY], **info}
+            "outputs": output_names(model), "files": [SAVED_MODEL, ONNX_FILE, INPUTS, LIVE, PARITY],
+            "onnx_sha256": digest(directory / ONNX_FILE), **info}
     (directory / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -187,8 +190,10 @@ def write_model_export(source, directory: Path, opset: int, sets: dict, meta: di
     onnx.save(proto, str(directory / ONNX_FILE))
     save_feed_sets(directory / INPUTS, sets)
     files = [SAVED_MODEL, ONNX_FILE, INPUTS, PARITY] + ([SOURCE_DIR] if meta["source"]["kind"] == "keras" else [])
+    from tfscope.export.graph_verdict import digest
+
     meta = {"format": "tfscope-export", "version": 2, "opset": opset, "files": files, **meta,
-            "tensorflow": tf.__version__}
+            "onnx_sha256": digest(directory / ONNX_FILE), "tensorflow": tf.__version__}
     (directory / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 

@@ -108,6 +108,93 @@ def test_a_planted_initializer_change_is_localised_to_its_consumer(corpus_export
     assert loc.first.pair.onnx_node == consumer, loc.describe()
     assert loc.last_agreeing is None or loc.last_agreeing.comparison.passed
     assert f"of {loc.tf_tensors} TF tensors matched" in loc.describe()
+    # the file no longer has the digest the export recorded: the bounds come from a fresh conversion,
+    # so the edit is judged, not trusted; TensorFlow's runtimes compute the model and pass
+    a = report.assessment
+    assert "fresh conversion" in a.reference and not a.passed
+    assert all(j.passed for j in a.summaries if j.runtime in ("eager", "graph", "xla", "savedmodel"))
+    # the planted node's own local check: the ONNX side far beyond its node's rounding bound
+    assert loc.first.rule.startswith("bound") and loc.first.use > 10, loc.describe()
+
+
+def test_a_planted_change_in_the_dense_file_fails_onnx_runtimes_by_the_bound(corpus_exports, tmp_path):
+    """A 1% weight change that reaches the output: every ONNX runtime beyond its rounding bound, the
+    file in float64 beyond it too (it is not the model), the TF runtimes within theirs."""
+    from tfscope.export.parity import verify
+
+    bad = tmp_path / "planted"
+    _plant(corpus_exports["dense"][0], bad, ("MatMul", "Gemm"))
+    a = verify(bad, reference=True).assessment
+    verdict = {j.runtime: j for j in a.summaries}
+    assert all(verdict[rt].passed and verdict[rt].rule == "bound" for rt in ("eager", "graph", "xla", "savedmodel"))
+    assert all(not verdict[rt].passed and verdict[rt].bound_use > 10 for rt in ("ort_noopt", "ort_all",
+                                                                               "onnx_reference"))
+    assert a.graph_checks and not all(j.passed for j in a.graph_checks)
+
+
+def test_a_converter_that_changed_the_function_is_caught_on_the_tensorflow_side(corpus_exports, tmp_path):
+    """As if tf2onnx itself had written the changed weight (the digest recorded for the changed file):
+    the file is then the reference, the ONNX runtimes agree with it, and TensorFlow does not: eager
+    fails against the ONNX graph's float64 oracle and the deep check names the op, TF side failing."""
+    import json
+
+    from tfscope.export.graph_verdict import digest
+    from tfscope.export.parity import verify
+
+    bad = tmp_path / "converted_wrong"
+    consumer = _plant(corpus_exports["dense"][0], bad, ("MatMul", "Gemm"))
+    meta = json.loads((bad / "export.json").read_text())
+    meta["onnx_sha256"] = digest(bad / "model.onnx")
+    (bad / "export.json").write_text(json.dumps(meta))
+    report = verify(bad, reference=False)
+    a = report.assessment
+    assert a.reference.startswith("model.onnx as exported")
+    verdict = {j.runtime: j for j in a.summaries}
+    assert not verdict["eager"].passed and verdict["ort_noopt"].passed
+    first = report.localisation.first
+    assert first.pair.onnx_node == consumer
+    tf_side = next(j for j in first.judgements if j.runtime == "TF")
+    assert not tf_side.passed and all(j.passed for j in first.judgements if j.runtime != "TF")
+
+
+def test_the_verdict_says_when_a_bound_is_uninformative_and_judges_deep_tensors_locally(corpus_exports):
+    """Random-init MobileNetV2: the whole-network bound at the softmax says nothing (|W| compounds the
+    carried error while the activations shrink), so the output is judged by the fallback, saying
+    why; every matched tensor inside is judged by its own node's rounding bound, well within it."""
+    report = corpus_exports["mobilenet"][1]
+    rule = report.assessment.rules["predictions"]
+    assert rule.startswith("fallback (the bound is uninformative"), rule
+    deep = report.deep
+    assert deep.bounded >= 100 and deep.passed
+    assert max(c.use for c in deep.checks if c.rule.startswith("bound")) <= 1.0
+
+
+def test_the_onnx_oracle_agrees_with_the_keras_model_in_float64(corpus_exports):
+    """Oracle of the oracle: the Keras model rebuilt in float64 (TensorFlow's kernels, the ops before
+    conversion) lies within TF_SIDE x the rounding bound of the ONNX graph's float64 oracle wherever
+    that bound is informative: the converter kept the function, up to the float32 rounding of the
+    constants it folded. Where Keras cannot rebuild a model in float64, the test says which."""
+    from tfscope.core.sources.source import load_keras
+    from tfscope.export.graph_verdict import TF_SIDE, graph_bounds, informative
+    from tfscope.export.inputs import load_feed_sets
+    from tfscope.export.verdict import judge
+
+    compared = []
+    for name in KERAS:
+        ex, _, path = corpus_exports[name]
+        s64 = load_keras(path).float64()
+        if s64 is None:
+            continue
+        proto = onnx.load(str(ex / "model.onnx"))
+        for feeds in load_feed_sets(ex / "inputs.npz").values():
+            gb = graph_bounds(proto, feeds)
+            got = s64.call({k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()})
+            for out, value in got.items():
+                if gb.rules[out] == "bound" and informative(gb.bounds[out], gb.values[out]) < 1:
+                    j = judge(value, gb.values[out], TF_SIDE * gb.bounds[out])
+                    assert j.passed, (name, out, j)
+                    compared.append(name)
+    assert {"dense", "convnet", "tokens", "recurrent", "attention", "two_heads"} <= set(compared), compared
 
 
 def test_an_unconvertible_graph_is_refused_and_nothing_is_written(tmp_path):

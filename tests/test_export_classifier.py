@@ -38,8 +38,10 @@ def test_export_writes_logits_and_probabilities(exported):
             for v in [*graph.input, *graph.output]}
     assert dims == {"x": ["batch", 8, 8, 1], "logits": ["batch", 10], "probabilities": ["batch", 10]}
     parity = json.loads((out / "parity.json").read_text())
-    assert parity["passed"] and parity["rule"] == "fixed"
-    assert "fixed rule decides" in parity["source"]["fixed_rule_reason"]  # the bound's absence is said, not silent
+    assert parity["passed"] and parity["rule"] == "bound"
+    assert "through its ONNX graph" in parity["source"]["verdict"]  # why the stage-wise verdict does not apply
+    rules = parity["bound_verdict"]["rules"]
+    assert rules["logits"] == "bound" and rules["probabilities"] == "bound", rules  # Softmax has its rule
     outputs = {c["output"] for c in parity["comparisons"] if not c["runtime"].startswith("deep")}
     assert outputs == {"logits", "probabilities"}
     with np.load(out / "inputs.npz") as f:

@@ -224,8 +224,9 @@ def tolerance_use(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float) ->
 
 def diverging_op(ref: Side, cand: Side, feeds: Mapping[str, np.ndarray], set_name: str, dtype) -> str | None:
     """Where one side is a TF graph and the other an ONNX graph: the first operation whose tensor
-    differs, by export/model_parity.deep_check (the tensor map of export/tensor_map.py, judged by
-    export/localize.py's scale-aware rule, onnxruntime with optimisation off). None otherwise."""
+    differs, by export/model_parity.deep_check (the tensor map of export/tensor_map.py, each pair judged
+    by its node's local rounding bound in the ONNX graph where it has one, else by export/localize.py's
+    scale-aware rule; onnxruntime with optimisation off). None otherwise."""
     from tfscope.core.sources.source import Source
 
     tf_side = next((s for s in (ref, cand) if isinstance(s.graph, Source)), None)
@@ -241,7 +242,7 @@ def diverging_op(ref: Side, cand: Side, feeds: Mapping[str, np.ndarray], set_nam
         if meta is not None:
             graph = converted_graph(onnx_side.path.parent, meta)
     runtime = ort_runtime(onnx_side.graph, onnx_side.output_names, optimise=False)
-    loc = deep_check(graph, onnx_side.graph, runtime, dict(feeds), set_name, np.dtype(dtype).name)
+    loc = deep_check(graph, onnx_side.graph, runtime, dict(feeds), set_name, np.dtype(dtype).name, onnx_side.graph)
     return loc.describe()
 
 
@@ -438,23 +439,21 @@ def bound_verdicts(ref: Side, cand: Side, sets: dict, outputs: dict) -> list[Bou
     kinds = {str(a.dtype) for r_out, c_out in outputs.values() for a in [*r_out, *c_out]}
     if kinds != {"float32"}:
         return f"the bound is for float32 evaluations; the outputs are {', '.join(sorted(kinds))}"
-    from tfscope.export.bounds import propagate
+    from tfscope.export.graph_verdict import TF_SIDE, graph_bounds, judge_output
     from tfscope.export.oracle import GraphOracle, NoFloat64Form
-    from tfscope.export.verdict import judge
 
     checks = []
     try:
         oracle = GraphOracle(onnx_side.graph)
         for set_name, feeds in sets.items():
-            cast = {s.name: np.asarray(feeds[s.name]).astype(s.dtype, copy=False) for s in onnx_side.specs}
-            gb = propagate(onnx_side.graph, cast, oracle)
+            gb = graph_bounds(onnx_side.graph, {s.name: feeds[s.name] for s in onnx_side.specs}, oracle)
             r_out, c_out = outputs[set_name]
             for i, name in enumerate(onnx_side.output_names):
-                rule = gb.rules.get(name, "bound")
-                bound = gb.bounds.get(name) if rule == "bound" else None
                 for is_ref, s, got in ((True, ref, r_out[i]), (False, cand, c_out[i])):
-                    j = judge(got, gb.values[name], bound, eager=r_out[i], fallback=rule, runtime=s.label,
-                              input=set_name, output=_output_name(ref, cand, i))
+                    widen = 1.0 if s.kind == "onnx" else TF_SIDE  # TF evaluates the graph before conversion
+                    j = judge_output(got, r_out[i], gb, name, widen, runtime=s.label, input=set_name)
+                    j.output = _output_name(ref, cand, i)
+                    bound = widen * gb.bounds.get(name, np.zeros(np.shape(got))) if j.rule == "bound" else None
                     checks.append(BoundCheck(j, is_ref, i, gb.values[name], bound))
     except NoFloat64Form as e:
         return str(e)
