@@ -104,7 +104,8 @@ def build(hot: dict, hlo_text: str, roofs: Roofs) -> dict:
         "flops_per_call": flops_per_call,
         "flops_per_step": flops_per_call / steps,
         "listed_us_per_call": listed / calls,
-        "achieved_gflops_overall": flops_per_call / (listed / calls) / 1e3,
+        "in_flight_us_per_call": (hot.get("covered_us") or listed) / calls,
+        "achieved_gflops_overall": flops_per_call / ((hot.get("covered_us") or listed) / calls) / 1e3,
         "explained_share_of_step": hot["explained_share_of_step"],
         "explained_share_of_executable": hot["explained_share_of_executable"],
         "note": whole_loop_note(hot),
@@ -197,7 +198,7 @@ def format_table(report: dict, top: int = 15, markdown: bool = False) -> str:
               for b, t in report["totals"].items()]
     tail = [f"totals:   {'; '.join(totals)}",
             f"overall:  {report['flops_per_call'] / 1e6:.1f} MFLOP per call at "
-            f"{report['achieved_gflops_overall']:.2f} GFLOP/s over the listed instructions"]
+            f"{report['achieved_gflops_overall']:.2f} GFLOP/s over the time instructions were in flight"]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

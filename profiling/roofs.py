@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+import tfscope.core  # noqa: F401  (sets XLA's options, which its first compilation reads: the roofs may be it)
+
 MATMUL_N = 1024
 CONV_INPUT, CONV_KERNEL = (8, 16, 16, 128), (3, 3, 128, 512)  # (batch, height, width, in), (kh, kw, in, out)
 MIN_BUFFER_BYTES = 32 * 2**20

@@ -319,6 +319,11 @@ def test_explained_share_is_the_union_of_instructions_in_flight(tmp_path):
     assert report["explained_share_of_executable"] == pytest.approx(60 / 90, rel=1e-12)
     assert report["explained_share_of_step"] == pytest.approx(60 / 100, rel=1e-12)
     assert report["concurrency"] == pytest.approx(78 / 60, rel=1e-12)
+    # rates: an instruction's FLOPs over its time in flight; overall, a call's FLOPs over the union
+    r = roofline.build(report, CHAIN_HLO, Roofs(100.0, (90.0, 110.0), 1024, 10.0, (9.0, 11.0), 1 << 27, 1 << 23, 5, 2))
+    assert {p["name"]: p["gflops"] for p in r["points"]} == pytest.approx(
+        {"a": 8 / 40e-6 / 1e9, "b": 8 / 18e-6 / 1e9, "c": 8 / 20e-6 / 1e9}, rel=1e-9)
+    assert r["flops_per_call"] == 3 * 8 and r["achieved_gflops_overall"] == pytest.approx(24 / 60e-6 / 1e9, rel=1e-9)
     # no consumer: the marker ends it; no marker after its event (work done inline): its event does
     alone = CHAIN_HLO.replace("add(%a, %b)", "add(%b, %b)")
     _synthetic_capture(tmp_path / "alone", events, alone)
