@@ -81,6 +81,7 @@ class GraphAssessment:
     graph_checks: list[Judgement] = field(default_factory=list)  # model.onnx in float64, when not the reference
     deep_passed: bool = True  # the deep check (export/model_parity.py) found no tensor beyond its rule
     excused: dict[str, str] = field(default_factory=dict)  # runtime -> why it could not run the model
+    file_note: str | None = None  # why model.onnx could not be evaluated in float64 itself, if so
 
     oracle_name = "the float64 oracle of the ONNX graph"
     title = "equivalence with the float64 oracle of the model's ONNX graph"
@@ -108,7 +109,7 @@ class GraphAssessment:
                 "reference_graph": self.reference, "passed": self.passed, "rules": self.rules,
                 "deep_passed": self.deep_passed, "excused": self.excused,
                 "summaries": [j.to_dict() for j in self.summaries], "outputs": [j.to_dict() for j in self.outputs],
-                "onnx_file_in_float64": [j.to_dict() for j in self.graph_checks]}
+                "onnx_file_in_float64": [j.to_dict() for j in self.graph_checks], "onnx_file_note": self.file_note}
 
 
 def _cast_feeds(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,8 +164,15 @@ def assess_outputs(ref: Reference, sets: Mapping[str, Mapping[str, np.ndarray]],
     """Judge `results[runtime][input set][output]` (every runtime that ran, `eager` among them) on every
     input set against the reference graph's oracle. Each set's float64 values of every tensor are
     dropped once judged (a convnet's every tensor in float64 is large)."""
+    from tfscope.export.oracle import NoFloat64Form
+
     oracle = GraphOracle(ref.proto)
-    file_oracle = GraphOracle(file_proto) if file_proto is not None and not ref.file_is_reference else None
+    file_oracle, file_note = None, None
+    if file_proto is not None and not ref.file_is_reference:
+        try:
+            file_oracle = GraphOracle(file_proto)
+        except NoFloat64Form as e:  # the runtimes are still judged; only this cross-check is impossible
+            file_note = f"model.onnx has no float64 form to judge by itself: {e}"
     names = [o.name for o in ref.proto.graph.output]
     many = len(names) > 1
     order = list(results)
@@ -188,7 +196,7 @@ def assess_outputs(ref: Reference, sets: Mapping[str, Mapping[str, np.ndarray]],
     labels = list(dict.fromkeys(j.runtime for j in judged))
     judged.sort(key=lambda j: labels.index(j.runtime))
     summaries = [pooled([j for j in judged if j.runtime == label]) for label in labels]
-    return GraphAssessment(ref.origin, judged, summaries, rules, checks)
+    return GraphAssessment(ref.origin, judged, summaries, rules, checks, file_note=file_note)
 
 
 def unrun_rows(rows: Mapping[str, tuple[str, bool]]) -> list[Judgement]:

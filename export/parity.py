@@ -168,6 +168,8 @@ class Report:
         unbounded = {k: v for k, v in rules.items() if v != "bound"}
         if unbounded:
             lines.append("outputs not judged by the bound: " + "; ".join(f"{k}: {v}" for k, v in unbounded.items()))
+        if getattr(a, "file_note", None):
+            lines.append(a.file_note)
         if a.graph_checks:
             worst = max(a.graph_checks, key=lambda j: j.bound_use)
             lines.append(f"{a.file_line}: bound use {_g(worst.bound_use)} "

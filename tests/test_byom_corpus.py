@@ -157,6 +157,44 @@ def test_a_converter_that_changed_the_function_is_caught_on_the_tensorflow_side(
     assert not tf_side.passed and all(j.passed for j in first.judgements if j.runtime != "TF")
 
 
+def test_a_graph_with_no_float64_form_is_refused_unless_tolerances_are_given(corpus_exports, tmp_path):
+    """A weight behind a DequantizeLinear (its scale admits no double): written so by the converter
+    (digest recorded), verify refuses in one line naming the node, exit 2, parity.json untouched, and
+    --atol/--rtol verify it by the fixed rule; edited in after the export, the fresh conversion is the
+    reference and only the file's own float64 cross-check is impossible, which the report says."""
+    import json
+
+    from conftest import tfscope
+    from onnx import helper
+
+    from tfscope.export.graph_verdict import digest
+
+    bad = tmp_path / "dequantized"
+    shutil.copytree(corpus_exports["dense"][0], bad)
+    proto = onnx.load(str(bad / "model.onnx"))
+    node = next(n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm"))
+    init = next(i for i in proto.graph.initializer if i.name == node.input[1])
+    w = numpy_helper.to_array(init)
+    scale = np.float32(np.abs(w).max() / 127)
+    proto.graph.initializer.remove(init)
+    proto.graph.initializer.extend([numpy_helper.from_array(np.round(w / scale).astype(np.int8), "w_q"),
+                                    numpy_helper.from_array(np.array(scale, np.float32), "w_scale")])
+    proto.graph.node.insert(0, helper.make_node("DequantizeLinear", ["w_q", "w_scale"], [init.name], name="w/dq"))
+    onnx.save(proto, str(bad / "model.onnx"))
+    edited = tfscope("verify", str(bad), "--outputs-only", "--no-reference")
+    assert "model.onnx has no float64 form to judge by itself" in edited.stdout, edited.stdout + edited.stderr
+    meta = json.loads((bad / "export.json").read_text())
+    meta["onnx_sha256"] = digest(bad / "model.onnx")
+    (bad / "export.json").write_text(json.dumps(meta))
+    before = (bad / "parity.json").read_bytes()
+    r = tfscope("verify", str(bad))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "node 'w/dq' (DequantizeLinear)" in r.stderr and "--atol/--rtol" in r.stderr, r.stderr
+    assert (bad / "parity.json").read_bytes() == before
+    fixed = tfscope("verify", str(bad), "--atol", "0.1", "--rtol", "0.1", "--outputs-only", "--no-reference")
+    assert fixed.returncode == 0 and "atol 0.1, rtol 0.1" in fixed.stdout, fixed.stdout + fixed.stderr
+
+
 def test_the_verdict_says_when_a_bound_is_uninformative_and_judges_deep_tensors_locally(corpus_exports):
     """Random-init MobileNetV2: the whole-network bound at the softmax says nothing (|W| compounds the
     carried error while the activations shrink), so the output is judged by the fallback, saying
