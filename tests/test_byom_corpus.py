@@ -168,6 +168,7 @@ def test_a_graph_with_no_float64_form_is_refused_unless_tolerances_are_given(cor
     from onnx import helper
 
     from tfscope.export.graph_verdict import digest
+    from tfscope.export.parity import verify
 
     bad = tmp_path / "dequantized"
     shutil.copytree(corpus_exports["dense"][0], bad)
@@ -181,8 +182,8 @@ def test_a_graph_with_no_float64_form_is_refused_unless_tolerances_are_given(cor
                                     numpy_helper.from_array(np.array(scale, np.float32), "w_scale")])
     proto.graph.node.insert(0, helper.make_node("DequantizeLinear", ["w_q", "w_scale"], [init.name], name="w/dq"))
     onnx.save(proto, str(bad / "model.onnx"))
-    edited = tfscope("verify", str(bad), "--outputs-only", "--no-reference")
-    assert "model.onnx has no float64 form to judge by itself" in edited.stdout, edited.stdout + edited.stderr
+    edited = verify(bad, write=False, deep=False, reference=False)
+    assert "model.onnx has no float64 form to judge by itself" in edited.table()
     meta = json.loads((bad / "export.json").read_text())
     meta["onnx_sha256"] = digest(bad / "model.onnx")
     (bad / "export.json").write_text(json.dumps(meta))
@@ -191,8 +192,8 @@ def test_a_graph_with_no_float64_form_is_refused_unless_tolerances_are_given(cor
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "node 'w/dq' (DequantizeLinear)" in r.stderr and "--atol/--rtol" in r.stderr, r.stderr
     assert (bad / "parity.json").read_bytes() == before
-    fixed = tfscope("verify", str(bad), "--atol", "0.1", "--rtol", "0.1", "--outputs-only", "--no-reference")
-    assert fixed.returncode == 0 and "atol 0.1, rtol 0.1" in fixed.stdout, fixed.stdout + fixed.stderr
+    fixed = verify(bad, atol=0.1, rtol=0.1, write=False, deep=False, reference=False)
+    assert fixed.passed and fixed.rule == "fixed"
 
 
 def test_the_verdict_says_when_a_bound_is_uninformative_and_judges_deep_tensors_locally(corpus_exports):
