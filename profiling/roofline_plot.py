@@ -17,11 +17,24 @@ OFFSETS = tuple((dx, dy) for r in (1, 2, 3, 4) for dx, dy in ((14, 18 * r), (14,
                                                                 (-150, -30 * r), (40 * r, 0), (-150 - 40 * r, 0)))
 
 
+def _size(p: dict) -> float:
+    """A point's marker area (points^2): grows with its share of the step time."""
+    return 20 + 2500 * p["share"]
+
+
 def _label(fig, ax, points: list[dict], fixed: list) -> None:
-    """Annotate `points`, each at the first of OFFSETS whose label overlaps none already placed (the
-    roofs' own included) and stays inside the axes; failing that, where it overlaps least."""
+    """Annotate `points`, each at the first of OFFSETS whose label overlaps no label already placed
+    (the roofs' and the legend included) nor a labelled point's marker and stays inside the axes;
+    failing that, where it overlaps least."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
     placed = [t.get_window_extent(renderer) for t in fixed]
+    for p in points:  # the labelled points' own markers stay visible
+        x, y = ax.transData.transform((p["intensity"], p["gflops"]))
+        r = (_size(p) / 3.1416) ** 0.5 * fig.dpi / 72
+        placed.append(Bbox.from_extents(x - r, y - r, x + r, y + r))
     inside = ax.get_window_extent(renderer)
 
     def clash(box) -> float:
@@ -40,7 +53,8 @@ def _label(fig, ax, points: list[dict], fixed: list) -> None:
         best = None
         for offset in OFFSETS:
             ann.set_position(offset)
-            box = ann.get_window_extent(renderer).expanded(1.08, 1.25)  # the text, with its frame's margin
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer).expanded(1.08, 1.25)  # the text alone (no arrow), framed
             cost = clash(box)
             if best is None or cost < best[0]:
                 best = (cost, offset, box)
@@ -84,7 +98,7 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
             continue
         share = sum(p["share"] for p in mine)
         ax.scatter([p["intensity"] for p in mine], [p["gflops"] for p in mine],
-                   s=[20 + 2500 * p["share"] for p in mine], color=color, alpha=0.55, edgecolors="white",
+                   s=[_size(p) for p in mine], color=color, alpha=0.55, edgecolors="white",
                    linewidths=0.8, zorder=3, label=f"{bound}: {len(mine)} instructions, {100 * share:.1f}% of step")
     if hidden:
         share = sum(p["share"] for p in hidden)
@@ -94,7 +108,6 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
     ax.set_yscale("log")
     ax.set_xlim(lo_x, hi_x)
     ax.set_ylim(lo_y, hi_y)
-    _label(fig, ax, sorted(drawn, key=lambda p: -p["share"])[:LABELLED], fixed)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("achieved GFLOP/s (under the profiler)")
     name = report.get("title") or report["hlo_module"].split("__")[0]
@@ -102,8 +115,9 @@ def plot(report: dict, path: str | Path, title: str | None = None) -> Path:
                  f"{report['achieved_gflops_overall']:.2f} GFLOP/s overall; point area = share of step time",
                  fontsize=10)
     ax.grid(True, which="major", color="#ddd", lw=0.6)
-    ax.legend(loc="lower right", fontsize=8, frameon=True, markerscale=0.5)
-    fig.tight_layout()
+    legend = ax.legend(loc="upper left", fontsize=8, frameon=True, markerscale=0.5)  # above the memory roof: empty
+    fig.tight_layout()  # before the labels: it moves the axes, and the labels are placed in pixels
+    _label(fig, ax, sorted(drawn, key=lambda p: -p["share"])[:LABELLED], [*fixed, legend])
     out = Path(path)
     fig.savefig(out)
     plt.close(fig)
