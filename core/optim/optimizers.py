@@ -125,18 +125,28 @@ class Optimizer(tf.Module):
         return list(grads)
 
     def apply_gradients(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+        """One step: clip, decay, then `update_step` for every Variable and count the step."""
         if not self.built:
             self.build(variables)
         grads = self.clip_gradients([tf.cast(g, v.dtype) for g, v in zip(grads, variables)])
         lr = self.current_learning_rate()
+        rates: dict[tf.DType, tf.Tensor] = {}  # the step's rate per dtype, built once: fewer ops to trace and lower
         for v in variables:
+            if v.dtype not in rates:
+                rates[v.dtype] = tf.cast(lr, v.dtype)
             if self.decays(v):
-                v.assign_sub(v * tf.cast(self.weight_decay, v.dtype) * tf.cast(lr, v.dtype))
+                v.assign_sub(v * tf.cast(self.weight_decay, v.dtype) * rates[v.dtype])
+        steps = {dt: self.step_size(rate) for dt, rate in rates.items()}
         for i, (g, v) in enumerate(zip(grads, variables)):
-            self.update_step(i, g, v, tf.cast(lr, v.dtype))
+            self.update_step(i, g, v, steps[v.dtype])
         self.iterations.assign_add(1)
 
-    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable, lr: tf.Tensor) -> None:
+    def step_size(self, lr: tf.Tensor) -> tf.Tensor:
+        """What every `update_step` of this step multiplies by: the rate itself here; Adam folds its bias
+        correction in. Computed once per step and dtype, not once per Variable."""
+        return lr
+
+    def update_step(self, i: int, grad: tf.Tensor, var: tf.Variable, step_size: tf.Tensor) -> None:
         raise NotImplementedError
 
 
@@ -187,13 +197,16 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
         self.slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def update_step(self, i, grad, var, lr):
-        dt = var.dtype
+    def step_size(self, lr):
+        """alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t), t the step about to run (from 1)."""
+        dt = lr.dtype
         step = tf.cast(self.iterations + 1, dt)
         b1_power = tf.pow(tf.cast(self.beta_1, dt), step)
         b2_power = tf.pow(tf.cast(self.beta_2, dt), step)
+        return lr * tf.sqrt(1 - b2_power) / (1 - b1_power)
+
+    def update_step(self, i, grad, var, alpha):
         m, v = self.slots["m"][i], self.slots["v"][i]
-        alpha = lr * tf.sqrt(1 - b2_power) / (1 - b1_power)
         m.assign_add((grad - m) * (1 - self.beta_1))
         v.assign_add((tf.square(grad) - v) * (1 - self.beta_2))
         if self.amsgrad:
