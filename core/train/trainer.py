@@ -43,14 +43,16 @@ class Chunk:
     stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
 
 
-def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> None:
+def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> tf.Tensor:
     """Run `update` (the step's assigns) only when `loss` is finite: a diverging step changes
-    nothing, so the state stays the last finite one."""
+    nothing, so the state stays the last finite one. Returns whether it ran (a bool tensor)."""
     def run() -> tf.Tensor:
         update()
         return tf.constant(True)
 
-    tf.cond(tf.math.is_finite(loss), run, lambda: tf.constant(False))
+    finite = tf.math.is_finite(loss)
+    tf.cond(finite, run, lambda: tf.constant(False))
+    return finite
 
 
 def build_model(config: TrainConfig, n_in: int, n_out: int, data: Dataset | None = None) -> Regressor:
@@ -134,7 +136,7 @@ class Trainer:
     def train_step(self) -> tf.Tensor:
         """One step: loss at the current weights, then the update unless that loss is non-finite.
         Takes no arguments (tfscope hlo and profile compile it as is)."""
-        return self._step(self.held_permutation() if self.batch_size < self.rows else None)
+        return self._step(self.held_permutation() if self.batch_size < self.rows else None)[0]
 
     def held_permutation(self) -> tf.Tensor:
         """The current epoch's row order, kept in a Variable between steps: sorted again only when the
@@ -151,8 +153,10 @@ class Trainer:
 
         return tf.cond(tf.equal(self._perm_epoch, epoch), self._perm.read_value, fresh)
 
-    def _step(self, perm: tf.Tensor | None) -> tf.Tensor:
-        """`train_step`, given the current epoch's row order when the caller carries it (the fused loop)."""
+    def _step(self, perm: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """`train_step`, given the current epoch's row order when the caller carries it (the fused loop);
+        returns the loss and whether it was finite (the fused loop's stop test reuses it: one IsFinite
+        op fewer, and XLA lowers each through its own MLIR pipeline, ~5 ms apiece on a warm cache)."""
         x, z = self.batch(self.optimizer.iterations, perm)
         if self.rule is not None:  # a local learning rule (core/optim/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.current_learning_rate(), x.dtype))
@@ -161,11 +165,9 @@ class Trainer:
                 self.rule.assign(new_w, new_b)
                 self.optimizer.iterations.assign_add(1)
 
-            apply_if_finite(loss, update)
-            return loss
+            return loss, apply_if_finite(loss, update)
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
-        apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
-        return loss
+        return loss, apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Run up to `n` (<= K) steps in one compiled call; return (steps run, loss buffer of size K).
@@ -184,9 +186,9 @@ class Trainer:
         def steps(i, hist, done, until, perm):
             """Steps i.. while i < until and no step stopped the loop."""
             def step(i, hist, done):
-                loss = self._step(perm)
+                loss, finite = self._step(perm)
                 hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
-                return i + 1, hist, tf.logical_or(tf.logical_not(tf.math.is_finite(loss)), loss <= self.target)
+                return i + 1, hist, tf.logical_or(tf.logical_not(finite), loss <= self.target)
 
             return tf.while_loop(lambda i, hist, done: tf.logical_and(i < until, tf.logical_not(done)), step,
                                  (i, hist, done), maximum_iterations=k)
