@@ -203,6 +203,9 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
     assert len(cli) == 2
     for row in cli.values():
         assert row["reached"] is True and 0 < row["compile_seconds"] < row["seconds"] < row["process_seconds"]
+        # the row is its median process (--quick runs one warm process; the full bench three)
+        median = sorted(row["runs"], key=lambda r: r["seconds"])[len(row["runs"]) // 2]
+        assert median.items() <= row.items() and row["low"] <= row["seconds"] <= row["high"]
 
     from tfscope.profiling.bench_compute import step_flops
 
