@@ -98,7 +98,8 @@ class GraphAssessment:
 
     @property
     def first_failure(self) -> Judgement | None:
-        return next((j for j in self.outputs if not j.passed), None)
+        """The first failing output check, else the first runtime that could not run at all (rule '-')."""
+        return next((j for j in [*self.outputs, *self.summaries] if not j.passed), None)
 
     @staticmethod
     def what(j: Judgement) -> str:

@@ -234,6 +234,8 @@ def verify_model(d: Path, meta: dict, atol: float | None, rtol: float | None, de
         first = report.assessment.first_failure
     else:
         first = report.first_failure
+    if first is not None and first.input not in sets:
+        first = None  # a runtime that could not run at all: nothing to localise
     first_rt = None if first is None else first.runtime.split(" [")[0]
     loc = None
     if deep:

@@ -61,6 +61,8 @@ class Report:
                 return None
             return (f"the deep check of {loc.runtime} on input {loc.input!r} finds an intermediate tensor beyond what "
                     f"its rule allows; first diverging op: {loc.first_diverging}")
+        if f.rule == "-":  # a runtime that could not run the model (export/graph_verdict.unrun_rows)
+            return f"{f.runtime} could not run the model: {f.input}"
         line = (f"{f.runtime} exceeds what float32 rounding explains on input {f.input!r}: "
                 + f.why(a.what(f), a.oracle_name))
         if loc is not None:
