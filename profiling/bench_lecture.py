@@ -249,6 +249,52 @@ def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solutio
     return Solution(seconds, int(result.metrics["steps"]), solved(pred), pred), result.metrics
 
 
+STRIPPED_ADAM = "Adam step alone: no guard, history, stop test"  # floors of the fused step (lecture_step_floors)
+MINIMAL_SGD = "same gradient, SGD on weights as loop values"
+
+
+def lecture_step_floors(steps: int = 1_000_000, warmup: int = 1, repeats: int = 5) -> dict[str, Timing]:
+    """Seconds per step of the lecture's fused step stripped down, each in one XLA-compiled while loop
+    of `steps` steps (one call per window), on the default trainer's data and initial weights:
+    STRIPPED_ADAM applies Adam to the Variables with nothing around it; MINIMAL_SGD carries the four
+    weights as loop values and subtracts lr * gradient (no Variables, no optimiser state). What XLA:CPU's
+    code for the step's arithmetic costs whatever the loop does around it: the floor of the fused row."""
+    from tfscope.core.nn import gradients, losses
+
+    trainer = project_trainer()
+    mlp, opt, x, z = trainer.model.mlp, trainer.optimizer, trainer.x, trainer.z
+    loss_fn = losses.get(trainer.config.loss)
+
+    def adam(n: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor) -> tf.Tensor:
+            _, grads = gradients.tape_gradients(mlp, trainer.config.loss, x, z)
+            opt.apply_gradients(grads, mlp.weights)
+            return i + 1
+
+        return tf.while_loop(lambda i: i < n, body, [tf.constant(0)])[0]
+
+    def sgd(n: tf.Tensor) -> list[tf.Tensor]:
+        def body(i: tf.Tensor, *ws: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            with tf.GradientTape() as tape:
+                tape.watch(ws)
+                a = x
+                for k, layer in enumerate(mlp.layers):
+                    a = layer.apply(ws[2 * k:2 * k + 2], a)  # (19, width)
+                value = loss_fn(a, z)
+            return (i + 1, *[w - 0.01 * g for w, g in zip(ws, tape.gradient(value, ws))])
+
+        start = [tf.convert_to_tensor(w) for w in mlp.weights]
+        # The weights are the result: XLA drops a loop whose results nothing uses.
+        return tf.while_loop(lambda i, *ws: i < n, body, [tf.constant(0), *start])[1:]
+
+    def timed(loop) -> Timing:
+        fn = tf.function(loop, jit_compile=True, autograph=False)
+        return measure(lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(tf.constant(steps))), per=steps,
+                       warmup=warmup, repeats=repeats)
+
+    return {STRIPPED_ADAM: timed(adam), MINIMAL_SGD: timed(sgd)}
+
+
 def fused_step_instructions(steps_per_call: int = 1000) -> dict:
     """What one fused step executes (from `profiling.hlo`): the optimized-HLO instructions with code
     of its loop's body, condition and update branch, by opcode, and whether XLA compiled the loop into

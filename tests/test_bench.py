@@ -169,6 +169,11 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
     # The parser's per-step count and the opcodes of the loop's computations, counted apart, agree.
     assert code["per_step"] == sum(code["step_by_opcode"].values()) > 0 and code["compiled_whole"] is True
     assert code["ns_per_instruction"] == pytest.approx(part1["rows"][-1]["median"] * 1e3 / code["per_step"])
+    floors = part1["fused_step_floors"]  # the stripped Adam step and the minimal SGD step, one XLA loop each
+    assert len(floors) == 2
+    for row in floors:
+        _check_timing(row, row["name"])
+        assert row["ratio_to_fused"] == pytest.approx(row["median"] / part1["rows"][-1]["median"])
 
     part2 = doc["time_to_solution"]
     assert part2["unit"] == "s" and part2["truth"] == 14.0 and part2["tolerance"] == 1e-3
