@@ -61,11 +61,19 @@ def _calibrated(run: Callable[[int], None], seconds: float, repeats: int, probe:
     return measure(lambda: run(n), per=n, warmup=0, repeats=repeats)
 
 
-def time_project(width: int, batch: int, mode: str, seconds: float, repeats: int) -> Timing:
-    """Seconds per step of this project's `mode` (Trainer.run_chunk, the path `tfscope train` takes)."""
+def time_project(width: int, batch: int, mode: str, seconds: float, repeats: int, sort: bool = True) -> Timing:
+    """Seconds per step of this project's `mode` (Trainer.run_chunk, the path `tfscope train` takes).
+    `sort=False` replaces each epoch's order by an affine map of the row indices, a permutation with no
+    sort (the wrong batches: for timing what the sort costs, nothing else)."""
     config = TrainConfig(hidden=[width, width], activation="relu", optimizer="adam", learning_rate=LEARNING_RATE,
                          batch_size=batch, mode=mode, target_loss=0.0, standardize=False, steps_per_call=MAX_WINDOW)
     trainer = Trainer(config, random_data())
+    if not sort:
+        def affine(step: tf.Tensor) -> tf.Tensor:  # 2654435761 is odd, so coprime to ROWS = 4096
+            rows = tf.range(trainer.rows, dtype=tf.int64)
+            return tf.cast((rows * 2654435761 + step // trainer.batches_per_epoch) % trainer.rows, tf.int32)
+
+        trainer.epoch_permutation = affine
 
     def run(n: int) -> None:
         ran = len(trainer.run_chunk(n, mode).losses)
@@ -180,3 +188,41 @@ def point(width: int, batch: int, seconds: float, repeats: int,
         progress(f"scaling w{width} b{batch} {method}: {t.median * 1e6:,.1f} us/step "
                  f"({flops / t.median / 1e9:.1f} GFLOP/s)")
     return row
+
+
+def explain(width: int, batch: int, seconds: float = 0.3, repeats: int = 5) -> dict[str, Timing]:
+    """Where a step's time goes at (width, batch), each part timed in this process: the three modes and
+    their floors, the fused step without the per-epoch sort, the call of an empty compiled function (the
+    dispatch every one-step-per-call mode pays) and one epoch's order (hash and sort of all rows)."""
+    from tfscope.core.train import shuffle
+
+    out = {mode: time_project(width, batch, mode, seconds, repeats) for mode in ("fused", "xla", "graph")}
+    out["fused, epoch order without a sort"] = time_project(width, batch, "fused", seconds, repeats, sort=False)
+    out["floor: XLA while loop, fixed batch"] = time_floor_loop(width, batch, seconds, repeats)
+    out["floor: plain tf.function, fixed batch"] = time_floor_function(width, batch, seconds, repeats)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    for jit, kind in ((True, "XLA"), (False, "tf.function")):
+        empty = tf.function(lambda: tf.constant(0.0), jit_compile=jit, autograph=False)
+        out[f"call of an empty {kind}"] = measure(lambda f=empty: f().numpy(), per=1, warmup=3, repeats=repeats * 20)
+        order = tf.function(lambda: shuffle.permutation(ROWS, 0, epoch.assign_add(1)), jit_compile=jit,
+                            autograph=False)
+        out[f"one epoch's order, {kind} (per epoch)"] = measure(lambda f=order: f().numpy(), per=1, warmup=3,
+                                                                repeats=repeats * 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tfscope.profiling.bench_scaling WIDTH BATCH`: explain() as a table, in us."""
+    import sys
+
+    width, batch = (int(a) for a in (argv if argv is not None else sys.argv[1:])[:2])
+    steps_per_epoch = ROWS // batch
+    print(f"{FEATURES}-{width}-{width}-1 relu, Adam, batch {batch}, {ROWS:,} rows ({steps_per_epoch} steps an epoch): "
+          "us, medians of the repeats")
+    for name, t in explain(width, batch).items():
+        per_step = f"  = {t.median * 1e6 / steps_per_epoch:,.1f} us per step" if "per epoch" in name else ""
+        print(f"  {name:<46} {t.median * 1e6:>10,.1f} ({t.low * 1e6:,.1f}..{t.high * 1e6:,.1f}){per_step}")
+
+
+if __name__ == "__main__":
+    main()
