@@ -66,6 +66,10 @@ def to_onnx(source: Source, opset: int):
     rename.update({t: name for name, t in outputs.items()})
     log = logging.getLogger("tf2onnx")
     log.setLevel(logging.ERROR)
+    # tf2onnx names the nodes it inserts from a process-wide counter ('..._reshape__484'): started
+    # afresh, the same graph converts to the same names in any process, so verify's fresh conversion
+    # of an edited file (export/graph_verdict.py) names its nodes as the export did
+    tf2onnx.utils.INTERNAL_NAME = 1
     catcher = _Unsupported()
     log.addHandler(catcher)
     try:

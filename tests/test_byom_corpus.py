@@ -322,3 +322,17 @@ def test_cli_verify_exits_1_on_a_planted_change_and_details_every_tensor(corpus_
     assert r.returncode == 1, r.stderr
     assert "tensor by tensor" in r.stdout and f"ONNX node {short(consumer)} (MatMul)" in r.stdout, r.stdout
     assert "TF tensors matched" in r.stdout
+
+
+def test_a_fresh_conversion_names_its_nodes_as_the_export_did(corpus_exports):
+    """tf2onnx names inserted nodes from a process-wide counter; convert.to_onnx starts it afresh, so
+    verify's fresh conversion of an edited file pairs node for node with the file the export wrote
+    (after other conversions in this process, as in the corpus fixture)."""
+    from tfscope.core.sources.source import load_saved_model
+    from tfscope.export.convert import to_onnx
+
+    ex = corpus_exports["convnet"][0]
+    again = to_onnx(load_saved_model(ex / "saved_model"), 17)
+    written = onnx.load(str(ex / "model.onnx"))
+    assert [n.name for n in again.graph.node] == [n.name for n in written.graph.node]
+    assert any("__" in n.name for n in written.graph.node)  # it has counter-named nodes to get right
