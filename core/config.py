@@ -17,6 +17,10 @@ from tfscope.core.errors import ConfigError, RunDirError
 # time, and a kill loses at most this much work. A step-count interval made fast runs save-bound.
 CHECKPOINT_SECONDS = 10.0
 
+SHUFFLES = ("feistel", "sort")
+# The order a run recorded without a `shuffle` field was trained with (every run before the field existed).
+RECORDED_SHUFFLE = "sort"
+
 
 @dataclass
 class TrainConfig:
@@ -52,6 +56,9 @@ class TrainConfig:
     #                                                  (they replace learning_rate)
     steps: int = 2000  # total step budget of the run (a resumed run continues up to it), >= 1
     batch_size: int = 0  # rows per step; 0 or >= rows = full batch; else seeded shuffle, remainder dropped
+    shuffle: str = "feistel"  # the epochs' row order (core/train/shuffle.py): feistel, or sort (the order of runs
+    #                           recorded before this field; a config.json without it means sort). A resumed run
+    #                           keeps the order it was recorded with
     mode: str = "fused"  # eager, graph (tf.function), xla (jit_compile, 1 step/call), fused (K steps/call)
     steps_per_call: int = 100_000  # fused: the most steps one compiled call runs (its loss buffer size), >= 1
     target_loss: float = 1e-10  # stop once the training loss is <= this (0 = never); standardised units
@@ -106,7 +113,7 @@ class TrainConfig:
         choices.check_rule(self.rule, self.hidden, self.strategy)
         named = (("loss", self.loss, choices.LOSSES), ("optimizer", self.optimizer, choices.OPTIMIZERS),
                  ("mode", self.mode, MODES), ("grad", self.grad, GRADS), ("dtype", self.dtype, DTYPES),
-                 ("strategy", self.strategy, STRATEGIES))
+                 ("strategy", self.strategy, STRATEGIES), ("shuffle", self.shuffle, SHUFFLES))
         for name, value, options in named:
             choices.check(name, value, options)
         return self
@@ -162,7 +169,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
+        d = {"shuffle": RECORDED_SHUFFLE, **{k: v for k, v in d.items() if k not in RETIRED_FIELDS}}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown field {unknown[0]!r}")
@@ -240,12 +247,22 @@ RESUMABLE_FIELDS = ("steps", "steps_per_call", "checkpoint_every", "keep_checkpo
                     "strategy", "devices")
 
 
+# Fields a resumption takes from the run, whatever it asks: the run's own record of how it was trained.
+RECORDED_FIELDS = ("shuffle",)
+
+
 def resume_mismatch(old: TrainConfig, new: TrainConfig) -> str | None:
     """The first field that differs between a run's config and a resumption's, or None."""
     for f in dataclasses.fields(TrainConfig):
-        if f.name in RESUMABLE_FIELDS:
+        if f.name in RESUMABLE_FIELDS or f.name in RECORDED_FIELDS:
             continue
         a, b = getattr(old, f.name), getattr(new, f.name)
         if a != b:
             return f"{f.name} (run has {a!r}, resume asks {b!r})"
     return None
+
+
+def resumed(old: TrainConfig, new: TrainConfig) -> TrainConfig:
+    """The config a resumption of run `old` trains with: `new`, with the fields the run recorded (its row
+    order: a run recorded with the sort order goes on with it)."""
+    return dataclasses.replace(new, **{name: getattr(old, name) for name in RECORDED_FIELDS})

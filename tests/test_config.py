@@ -41,6 +41,7 @@ BAD = [
     ({"beta_1": 1.5}, "beta_1: must be in [0, 1)"),
     ({"beta_2": -0.1}, "beta_2: must be in [0, 1)"),
     ({"epsilon": 0.0}, "epsilon: must be > 0"),
+    ({"shuffle": "random"}, "shuffle: unknown shuffle 'random'"),
 ]
 
 
@@ -90,6 +91,21 @@ def test_a_retired_field_in_an_older_run_is_read_and_ignored():
     """Run directories written before the fused loop compiled whole hold `unroll`; they still load."""
     old = {**dataclasses.asdict(TrainConfig(seed=3)), "unroll": 4}
     assert dataclasses.asdict(TrainConfig.from_dict(old)) == dataclasses.asdict(TrainConfig(seed=3))
+
+
+def test_a_config_without_shuffle_is_a_sort_run_and_a_resumption_keeps_the_recorded_order():
+    """New runs take the Feistel order; a config.json written before the field means the sort order, and
+    resuming it with today's defaults is no mismatch: the resumption trains in the run's order."""
+    from tfscope.core.config import resume_mismatch, resumed
+
+    assert TrainConfig().shuffle == "feistel"
+    before = {k: v for k, v in dataclasses.asdict(TrainConfig(seed=3)).items() if k != "shuffle"}
+    old = TrainConfig.from_dict(before)
+    assert old.shuffle == "sort"
+    assert TrainConfig.from_dict(json.loads(TrainConfig(seed=3).to_json())).shuffle == "feistel"
+    assert resume_mismatch(old, TrainConfig(seed=3)) is None
+    assert resumed(old, TrainConfig(seed=3, steps=5000)) == TrainConfig(seed=3, steps=5000, shuffle="sort")
+    assert resume_mismatch(old, TrainConfig(seed=4)).startswith("seed")
 
 
 # --- the command line: a few cases only, each is a subprocess that imports TensorFlow ---------------

@@ -3,6 +3,7 @@ and exact resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -49,6 +50,8 @@ CASES = {
     "sgd mini-batch 4": (TrainConfig(optimizer="sgd", learning_rate=0.02, batch_size=4, target_loss=0.0), 120),
     "nesterov chain rule": (TrainConfig(optimizer="nesterov", learning_rate=0.01, grad="chain", target_loss=0.0,
                                         hidden=[8, 4], activation="tanh", batch_size=5), 80),
+    "sgd mini-batch 4, sort order": (TrainConfig(optimizer="sgd", learning_rate=0.02, batch_size=4, target_loss=0.0,
+                                                 shuffle="sort"), 120),
 }
 
 
@@ -56,7 +59,7 @@ CASES = {
 # into one function (core/xla_flags.py) whose dots XLA emits itself. On the 2-2-1 net both give the
 # same bits; with hidden layers (8-4) the two sum in other orders: 1.6e-7..2.4e-7 relative after 80
 # steps (measured), inside the 1e-6 every mode is held to.
-XLA_EQUALS_FUSED = ("adam full batch raw data", "sgd mini-batch 4")
+XLA_EQUALS_FUSED = ("adam full batch raw data", "sgd mini-batch 4", "sgd mini-batch 4, sort order")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -153,6 +156,53 @@ def test_resume_equals_one_uninterrupted_run(tmp_path, mode):
     assert np.array_equal(weights(reloaded), weights(whole))
 
 
+def test_a_run_recorded_before_the_shuffle_field_resumes_in_its_sort_order(tmp_path):
+    """A config.json without `shuffle` (as runs were written before it) means the sort order: resumed with
+    today's default config, the run goes on in that order, bit for bit as 230 sort-order steps in one go,
+    and its config.json then records it. The Feistel order trains other weights (so the order is what
+    was kept)."""
+    def cfg(steps: int, **kw) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=4, target_loss=0.0, checkpoint_every=50, **kw)
+
+    whole = train(cfg(230, shuffle="sort"), tmp_path / "whole").trainer
+    train(cfg(97, shuffle="sort"), tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
+    old = json.loads(config_file.read_text())
+    del old["shuffle"]
+    config_file.write_text(json.dumps(old))
+    assert load_run(tmp_path / "old").config.shuffle == "sort"
+    resumed = train(cfg(230), tmp_path / "old", resume=True).trainer
+    assert resumed.config.shuffle == "sort" and resumed.step == 230
+    assert np.array_equal(weights(resumed), weights(whole))
+    for sa, sb in zip(resumed.optimizer.variables, whole.optimizer.variables):
+        assert np.array_equal(sa.numpy(), sb.numpy())
+    assert json.loads(config_file.read_text())["shuffle"] == "sort"
+    saved = [name for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(tmp_path / "old" / "checkpoints"))]
+    assert not [name for name in saved if "perm" in name]  # the held order is a cache, never saved
+    assert dataclasses.asdict(load_run(tmp_path / "old").config) == dataclasses.asdict(cfg(230, shuffle="sort"))
+    feistel = train(cfg(230), tmp_path / "new").trainer
+    assert feistel.config.shuffle == "feistel"
+    assert not np.array_equal(weights(feistel), weights(whole))
+
+
+def _op_types(fn) -> list[str]:
+    """The op types of a tf.function's graph, those inside its conditionals' branches too."""
+    graph_def = fn.get_concrete_function().graph.as_graph_def()
+    return [n.op for n in graph_def.node] + [n.op for f in graph_def.library.function for n in f.node_def]
+
+
+def test_a_feistel_step_sorts_nothing_and_holds_nothing():
+    """The graph-mode step of the Feistel order has no sort and one conditional (the finiteness guard);
+    a sort run's step has the sort and a second conditional (the held order's)."""
+    new = Trainer(TrainConfig(batch_size=4), data.builtin())
+    old = Trainer(TrainConfig(batch_size=4, shuffle="sort"), data.builtin())
+    assert not hasattr(new, "_perm") and hasattr(old, "_perm")
+    ops = {name: _op_types(t.compiled("graph")) for name, t in (("feistel", new), ("sort", old))}
+    conditionals = {name: sum(op in ("If", "StatelessIf") for op in types) for name, types in ops.items()}
+    assert conditionals == {"feistel": 1, "sort": 2}
+    assert "TopKV2" not in ops["feistel"] and "TopKV2" in ops["sort"]
+
+
 def test_early_stop_at_target_loss(tmp_path):
     result = train(TrainConfig(target_loss=1e-4, steps=5000), tmp_path / "r")
     m = result.metrics
@@ -206,14 +256,13 @@ def test_lecture_defaults_reach_the_oracle(lecture_run):
 def test_fused_stops_where_per_step_runs_stop():
     """A target first reached at several steps, and a step count with no target: the fused loop stops
     at exactly the per-step (xla) step, with the same losses and weights, and its loss buffer stays
-    NaN past the last step run."""
-    config = TrainConfig(target_loss=0.0, batch_size=4)
+    NaN past the last step run. SGD: Adam on the standardised lecture data parts xla from fused in the last
+    bits within 60 steps for some seeds and orders (sort order: seeds 2 and 4 of 0-5), SGD for none."""
+    config = TrainConfig(target_loss=0.0, batch_size=4, optimizer="sgd")
     oracle = Trainer(config, data.builtin()).run_chunk(40, "xla").losses  # (40,) one compiled call per step
-    first_hit = {}  # index of the first loss <= target -> target
-    for s in (3, 10, 17, 38):
-        first_hit.setdefault(int(np.argmax(oracle <= oracle[s])), float(oracle[s]))
-    assert len(first_hit) >= 3, first_hit
-    cases = [(target, j + 1) for j, target in first_hit.items()] + [(0.0, 13)]
+    lows = [j for j in range(1, 40) if oracle[j] < oracle[:j].min()]  # a target of oracle[j] is first met at step j
+    assert len(lows) >= 3, lows
+    cases = [(float(oracle[j]), j + 1) for j in (lows[0], lows[len(lows) // 2], lows[-1])] + [(0.0, 13)]
     for target, stop_after in cases:
         a, b = Trainer(config, data.builtin()), Trainer(config, data.builtin())
         for t in (a, b):
@@ -255,9 +304,11 @@ def _id_rows() -> data.Dataset:
 
 @pytest.mark.parametrize("mode", ["xla", "graph", "eager"])
 def test_steps_read_the_held_permutation_and_sort_only_in_a_new_epoch(mode):
-    """A step inside an epoch takes its rows from the held permutation (a planted order is obeyed:
-    so it did not sort again); the first step of the next epoch sorts and holds that epoch's order."""
-    trainer = Trainer(TrainConfig(batch_size=4, seed=3, standardize=False, target_loss=0.0, mode=mode), _id_rows())
+    """A run recorded with the sort order: a step inside an epoch takes its rows from the held permutation
+    (a planted order is obeyed: so it did not sort again); the first step of the next epoch sorts and
+    holds that epoch's order."""
+    trainer = Trainer(TrainConfig(batch_size=4, seed=3, standardize=False, target_loss=0.0, mode=mode,
+                                  shuffle="sort"), _id_rows())
     trainer.run_chunk(1)
     true = shuffle.permutation(19, 3, tf.constant(0, tf.int64)).numpy()
     np.testing.assert_array_equal(trainer._perm.numpy(), true)
@@ -281,17 +332,19 @@ def test_steps_read_the_held_permutation_and_sort_only_in_a_new_epoch(mode):
     assert int(trainer._perm_epoch.numpy()) == 1
 
 
+@pytest.mark.parametrize("order", ["feistel", "sort"])
 @pytest.mark.parametrize("mode", ["xla", "graph", "fused"])
-def test_restoring_a_mid_epoch_state_into_a_trainer_holding_another_epoch(mode):
-    """Trainer b has run into epoch 2 (its held order is epoch 2's); a's state at step 6 (epoch 1,
+def test_restoring_a_mid_epoch_state_into_a_trainer_holding_another_epoch(mode, order):
+    """Trainer b has run into epoch 2 (a sort run's held order is epoch 2's); a's state at step 6 (epoch 1,
     mid-epoch) is loaded into b's Variables, as a checkpoint restore does: b's next 9 steps equal a's,
-    bit for bit, so the held order is never mistaken for the restored epoch's."""
-    config = TrainConfig(batch_size=4, target_loss=0.0, optimizer="sgd", learning_rate=0.02, mode=mode)
+    bit for bit, so nothing b computed for another epoch is taken for the restored one."""
+    config = TrainConfig(batch_size=4, target_loss=0.0, optimizer="sgd", learning_rate=0.02, mode=mode,
+                         shuffle=order)
     a, b = Trainer(config, data.builtin()), Trainer(config, data.builtin())
     a.run_chunk(6)
     for _ in range(9):  # one step per call, so even the fused loop stores each epoch it enters
         b.run_chunk(1)
-    assert int(b._perm_epoch.numpy()) == 2
+    assert order == "feistel" or int(b._perm_epoch.numpy()) == 2
     for mine, theirs in zip([*b.model.weights, *b.optimizer.variables], [*a.model.weights, *a.optimizer.variables]):
         mine.assign(theirs)
     assert b.step == a.step == 6

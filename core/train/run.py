@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig
+from tfscope.core.config import CHECKPOINT_SECONDS, TrainConfig, resumed
 from tfscope.core.data import split
 from tfscope.core.data import tables as data_mod
 from tfscope.core.nn import losses
@@ -179,6 +179,7 @@ def _train(config: TrainConfig, run_dir: str | Path, resume: bool, force: bool,
     prepare_dir(run_dir, resume, force)
     if resume:
         check_resume(run_dir, config)
+        config = resumed(load_config(run_dir), config)  # the run's own row order (a run before `shuffle`: sort)
     trainer = make_trainer(config, train_rows)
     trainer.validation = held_out
     ckpt = Checkpointer(run_dir, trainer.model, trainer.optimizer, config.keep_checkpoints)

@@ -107,9 +107,12 @@ class Trainer:
         self.rule = (None if config.rule == "backprop"  # backprop, or a local rule's state (one Dense layer)
                      else rules.make(config.rule, self.model.mlp.layers, config.loss, zs.numpy()))
         self._compiled: dict[str, Callable] = {}
-        # held_permutation's cache: the row order of epoch `_perm_epoch` (-1: none held yet)
-        self._perm = tf.Variable(tf.zeros([self.rows], tf.int32), trainable=False, name="epoch_perm")  # (rows,)
-        self._perm_epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="perm_epoch")
+        # Runs recorded with the sort order (core/train/shuffle.py) hold each epoch's order between steps
+        self.sorted_order = config.shuffle == "sort" and self.batch_size < self.rows
+        if self.sorted_order:  # held_permutation's cache: the row order of epoch `_perm_epoch` (-1: none yet)
+            self._perm = tf.Variable(tf.zeros([self.rows], tf.int32), trainable=False, name="epoch_perm")  # (rows,)
+            self._perm_epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="perm_epoch")
+        self._eager_rows: Callable | None = None  # batch_rows as a tf.function, for eager steps
         self.steps_per_call = int(config.steps_per_call)
 
     @property
@@ -117,29 +120,39 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def epoch_permutation(self, step: tf.Tensor) -> tf.Tensor:
-        """The row order of the epoch that holds global step `step`: a pure function of (seed, epoch)
+        """The `sort` order of the epoch that holds global step `step`: a pure function of (seed, epoch)
         that every mode computes alike (core/train/shuffle.py). (rows,) int32."""
         return shuffle.permutation(self.rows, self.config.seed, step // self.batches_per_epoch)
 
-    def batch(self, step: tf.Tensor, perm: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Rows for global step `step`: all rows, or slice `step % nb` of its epoch's permutation
-        (`perm` when the caller holds it, else computed here)."""
+    def batch_rows(self, step: tf.Tensor) -> tf.Tensor:
+        """A Feistel run's row indices for global step `step` (core/train/shuffle.py). (batch,) int64.
+        Executed eagerly, one call of a tf.function: its ~180 ops run one by one cost ~2.4 ms a step."""
+        if not tf.executing_eagerly():
+            return shuffle.batch_rows(step, self.rows, self.batch_size, self.config.seed)
+        if self._eager_rows is None:
+            self._eager_rows = tf.function(self.batch_rows, autograph=False)
+        return self._eager_rows(tf.convert_to_tensor(step, tf.int64))
+
+    def batch(self, step: tf.Tensor, given: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Rows for global step `step`: all rows, or slice `step % nb` of its epoch's order. `given`, when the
+        caller has it: a Feistel run's row indices of this step, or a sort run's epoch permutation."""
         if self.batch_size == self.rows:
             return self.x, self.z
-        if perm is None:
-            perm = self.epoch_permutation(step)
-        nb = tf.constant(self.batches_per_epoch, tf.int64)
-        # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
-        idx = tf.gather(perm, (step % nb) * self.batch_size + tf.range(self.batch_size, dtype=tf.int64))  # (batch,)
+        if not self.sorted_order:
+            idx = self.batch_rows(step) if given is None else given  # (batch,)
+        else:
+            perm = self.epoch_permutation(step) if given is None else given
+            # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
+            idx = tf.gather(perm, shuffle.positions(step, self.batch_size, self.batches_per_epoch))  # (batch,)
         return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
 
     def train_step(self) -> tf.Tensor:
         """One step: loss at the current weights, then the update unless that loss is non-finite.
         Takes no arguments (tfscope hlo and profile compile it as is)."""
-        return self._step(self.held_permutation() if self.batch_size < self.rows else None)[0]
+        return self._step(self.held_permutation() if self.sorted_order else None)[0]
 
     def held_permutation(self) -> tf.Tensor:
-        """The current epoch's row order, kept in a Variable between steps: sorted again only when the
+        """A `sort` run's current epoch order, kept in a Variable between steps: sorted again only when the
         step counter enters an epoch other than the one held (a new epoch, a resume, a first call).
         Outside the checkpoint on purpose: a cache of a pure function of (seed, step). (rows,) int32."""
         it = self.optimizer.iterations
@@ -153,11 +166,11 @@ class Trainer:
 
         return tf.cond(tf.equal(self._perm_epoch, epoch), self._perm.read_value, fresh)
 
-    def _step(self, perm: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-        """`train_step`, given the current epoch's row order when the caller carries it (the fused loop);
+    def _step(self, given: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """`train_step`, given the step's rows or its epoch's order when the caller carries them (`batch`);
         returns the loss and whether it was finite (the fused loop's stop test reuses it: one IsFinite
         op fewer, and XLA lowers each through its own MLIR pipeline, ~5 ms apiece on a warm cache)."""
-        x, z = self.batch(self.optimizer.iterations, perm)
+        x, z = self.batch(self.optimizer.iterations, given)
         if self.rule is not None:  # a local learning rule (core/optim/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.current_learning_rate(), x.dtype))
 
@@ -173,35 +186,48 @@ class Trainer:
         """Run up to `n` (<= K) steps in one compiled call; return (steps run, loss buffer of size K).
 
         The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
-        at most the target. With mini-batches an outer loop runs once per epoch touched: it takes the
-        epoch's row order (`held_permutation`: a sort of all rows only when the epoch is new) and an
-        inner loop runs that epoch's steps. No sort inside the inner loop, so XLA:CPU compiles it into
-        one function when it is small (core/xla_flags.py); a sort there kept it a runtime call per
-        instruction."""
+        at most the target. A Feistel run's step takes its rows from the loop, which computes each
+        step's rows one step ahead: computed beside the gathers that read them, XLA fused the hash into
+        both gathers and recomputed it per element gathered (a loop of the hash and the two gathers
+        alone, batch 1,024 of 16 features: 26.7 us per step, 15.5 with the rows carried). A sort run has
+        an outer loop once per epoch touched: it takes the epoch's row order (`held_permutation`: a sort
+        of all rows only when the epoch is new) and an inner loop runs that epoch's steps. No sort inside
+        the inner loop, so XLA:CPU compiles it into one function when it is small (core/xla_flags.py)."""
         k = self.steps_per_call
         n = tf.minimum(n, k)
         it = self.optimizer.iterations
         nan = tf.constant(float("nan"), self.target.dtype)
 
-        def steps(i, hist, done, until, perm):
-            """Steps i.. while i < until and no step stopped the loop."""
-            def step(i, hist, done):
-                loss, finite = self._step(perm)
+        def steps(state: tuple, until: tf.Tensor, order: tf.Tensor | None = None,
+                  rows_of: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tuple:
+            """Steps from state (i, hist, done[, rows of step i]) while i < until and no step stopped the
+            loop; `order` is a sort run's epoch order, `rows_of(i)` a Feistel run's rows of step i."""
+            def step(i, hist, done, *rows):
+                loss, finite = self._step(rows[0] if rows else order)
                 hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
-                return i + 1, hist, tf.logical_or(tf.logical_not(finite), loss <= self.target)
+                stop = tf.logical_or(tf.logical_not(finite), loss <= self.target)
+                return (i + 1, hist, stop, *([rows_of(i + 1)] if rows_of else []))
 
-            return tf.while_loop(lambda i, hist, done: tf.logical_and(i < until, tf.logical_not(done)), step,
-                                 (i, hist, done), maximum_iterations=k)
+            return tf.while_loop(lambda i, hist, done, *_: tf.logical_and(i < until, tf.logical_not(done)), step,
+                                 state, maximum_iterations=k)
 
         state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))  # hist: (K,)
         if self.batch_size == self.rows:
-            i, hist, _ = steps(*state, n, None)
+            i, hist, _ = steps(state, n)
+            return i, hist
+        if not self.sorted_order:
+            first = it.read_value()  # step i is global step first + i: a step that does not count stops the loop
+
+            def rows_of(i: tf.Tensor) -> tf.Tensor:
+                return self.batch_rows(first + tf.cast(i, tf.int64))
+
+            i, hist, _, _ = steps((*state, rows_of(state[0])), n, rows_of=rows_of)
             return i, hist
         nb = self.batches_per_epoch
 
         def epoch(i, hist, done):
             left = tf.cast(nb - it % nb, tf.int32)  # steps left in the current epoch
-            return steps(i, hist, done, tf.minimum(n, i + left), self.held_permutation())
+            return steps((i, hist, done), tf.minimum(n, i + left), order=self.held_permutation())
 
         i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)), epoch, state,
                                    maximum_iterations=k)
