@@ -33,6 +33,7 @@ from tfscope.core import choices
 from tfscope.core.config import TrainConfig
 from tfscope.core.data.tables import Dataset
 from tfscope.core.errors import ConfigError
+from tfscope.core.train import shuffle
 from tfscope.core.train.trainer import Trainer, apply_if_finite, build_model, build_optimizer
 
 _strategies: dict[tuple[str, int], tf.distribute.Strategy] = {}
@@ -170,6 +171,11 @@ class DistributedTrainer(Trainer):
         self._iterator_step = -1  # the step whose rows the iterator yields next
 
     # -- data ---------------------------------------------------------------------------------------
+    def batch_rows(self, step: tf.Tensor) -> tf.Tensor:
+        """The Feistel rows of global step `step` as plain ops: they run inside tf.data's map, where the
+        single-device Trainer's XLA-compiled call doubled tests/mirrored_check.py's time (55 against 28 s)."""
+        return shuffle.batch_rows(step, self.rows, self.batch_size, self.config.seed)
+
     def _dataset_fn(self, start: int) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
         bounds = tf.constant(self.bounds, tf.int32)  # (replicas + 1,)
 
