@@ -61,19 +61,17 @@ def _calibrated(run: Callable[[int], None], seconds: float, repeats: int, probe:
     return measure(lambda: run(n), per=n, warmup=0, repeats=repeats)
 
 
-def time_project(width: int, batch: int, mode: str, seconds: float, repeats: int, sort: bool = True) -> Timing:
+def time_project(width: int, batch: int, mode: str, seconds: float, repeats: int, ordered: bool = True) -> Timing:
     """Seconds per step of this project's `mode` (Trainer.run_chunk, the path `tfscope train` takes).
-    `sort=False` replaces each epoch's order by an affine map of the row indices, a permutation with no
-    sort (the wrong batches: for timing what the sort costs, nothing else)."""
+    `ordered=False` replaces each step's rows of the epoch order by the contiguous slice at the same
+    positions (the wrong batches: for timing what computing the order costs, nothing else)."""
+    from tfscope.core.train import shuffle
+
     config = TrainConfig(hidden=[width, width], activation="relu", optimizer="adam", learning_rate=LEARNING_RATE,
                          batch_size=batch, mode=mode, target_loss=0.0, standardize=False, steps_per_call=MAX_WINDOW)
     trainer = Trainer(config, random_data())
-    if not sort:
-        def affine(step: tf.Tensor) -> tf.Tensor:  # 2654435761 is odd, so coprime to ROWS = 4096
-            rows = tf.range(trainer.rows, dtype=tf.int64)
-            return tf.cast((rows * 2654435761 + step // trainer.batches_per_epoch) % trainer.rows, tf.int32)
-
-        trainer.epoch_permutation = affine
+    if not ordered:
+        trainer.batch_rows = lambda step: shuffle.positions(step, trainer.batch_size, trainer.batches_per_epoch)
 
     def run(n: int) -> None:
         ran = len(trainer.run_chunk(n, mode).losses)
@@ -192,22 +190,29 @@ def point(width: int, batch: int, seconds: float, repeats: int,
 
 def explain(width: int, batch: int, seconds: float = 0.3, repeats: int = 5) -> dict[str, Timing]:
     """Where a step's time goes at (width, batch), each part timed in this process: the three modes and
-    their floors, the fused step without the per-epoch sort, the call of an empty compiled function (the
-    dispatch every one-step-per-call mode pays) and one epoch's order (hash and sort of all rows)."""
+    their floors, the fused step reading contiguous rows instead of the epoch order's (what the order
+    costs), the call of an empty compiled function (the dispatch every one-step-per-call mode pays), one
+    step's rows of the Feistel order alone, and one epoch's sort order (what runs recorded before the
+    Feistel order pay once per epoch)."""
     from tfscope.core.train import shuffle
 
     out = {mode: time_project(width, batch, mode, seconds, repeats) for mode in ("fused", "xla", "graph")}
-    out["fused, epoch order without a sort"] = time_project(width, batch, "fused", seconds, repeats, sort=False)
+    out["fused, contiguous rows instead of the order"] = time_project(width, batch, "fused", seconds, repeats,
+                                                                      ordered=False)
     out["floor: XLA while loop, fixed batch"] = time_floor_loop(width, batch, seconds, repeats)
     out["floor: plain tf.function, fixed batch"] = time_floor_function(width, batch, seconds, repeats)
-    epoch = tf.Variable(0, dtype=tf.int64)
+    step = tf.Variable(0, dtype=tf.int64)
     for jit, kind in ((True, "XLA"), (False, "tf.function")):
         empty = tf.function(lambda: tf.constant(0.0), jit_compile=jit, autograph=False)
         out[f"call of an empty {kind}"] = measure(lambda f=empty: f().numpy(), per=1, warmup=3, repeats=repeats * 20)
-        order = tf.function(lambda: shuffle.permutation(ROWS, 0, epoch.assign_add(1)), jit_compile=jit,
+        rows = tf.function(lambda: shuffle.batch_rows(step.assign_add(1), ROWS, batch, 0), jit_compile=jit,
+                           autograph=False)
+        out[f"one step's Feistel rows, {kind} (a call)"] = measure(lambda f=rows: f().numpy(), per=1, warmup=3,
+                                                                    repeats=repeats * 20)
+        order = tf.function(lambda: shuffle.permutation(ROWS, 0, step.assign_add(1)), jit_compile=jit,
                             autograph=False)
-        out[f"one epoch's order, {kind} (per epoch)"] = measure(lambda f=order: f().numpy(), per=1, warmup=3,
-                                                                repeats=repeats * 4)
+        out[f"one epoch's sort order, {kind} (per epoch)"] = measure(lambda f=order: f().numpy(), per=1, warmup=3,
+                                                                     repeats=repeats * 4)
     return out
 
 
