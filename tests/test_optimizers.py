@@ -472,3 +472,34 @@ def test_amsgrad_slot_is_built_named_and_in_the_state_spec():
     # Per model Variable: the decay, the update, m, v, v_hat; plus the step counter. No Variable created.
     assert len(assigns) == 5 * len(variables) + 1
     assert "VarHandleOp" not in {op.type for op in graph.get_operations()}
+
+
+GUARD_CASES = [("sgd", {}), ("momentum", {}), ("nesterov", {}), ("adam", {}), ("adam", {"amsgrad": True}),
+               ("adam", {"weight_decay": 0.004})]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name,kw", GUARD_CASES,
+                         ids=[f"{n}-{'-'.join(map(str, k)) or 'plain'}" for n, k in GUARD_CASES])
+def test_guarded_step_is_the_step_or_nothing_bit_for_bit(name, kw, jit):
+    """apply_gradients(when=True) is the unguarded step to the bit (every Variable, slot and the step
+    counter, over 5 steps); when=False leaves all of them as they were. Exact equality, no tolerance:
+    a select of the same computed value changes no bit."""
+    rng = np.random.default_rng(7)
+    init = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    grads = [[tf.constant(rng.standard_normal(s).astype(np.float32)) for s in SHAPES] for _ in range(5)]
+
+    def run(when: bool | None) -> list[np.ndarray]:
+        opt = optimizers.make(name, LR, tf.float32, **kw)
+        variables = [tf.Variable(a) for a in init]
+        guard = None if when is None else tf.constant(when)
+        step = tf.function(lambda g: opt.apply_gradients(g, variables, when=guard), autograph=False, jit_compile=jit)
+        for g in grads:
+            step(g)
+        return [v.numpy() for v in variables] + [s.numpy() for vs in opt.slots.values() for s in vs] + \
+            [opt.iterations.numpy()]
+
+    plain, guarded, skipped = run(None), run(True), run(False)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, guarded))
+    assert all(np.array_equal(a, b) for a, b in zip(skipped[:len(init)], init))
+    assert all(not np.any(s) for s in skipped[len(init):])  # slots still zero, iterations still 0

@@ -82,6 +82,7 @@ class Optimizer(tf.Module):
         self._no_decay_pattern: re.Pattern | None = None
         self.slots: dict[str, list[tf.Variable]] = {}
         self.built = False
+        self._when: tf.Tensor | None = None  # the guard of the step being applied (apply_gradients' `when`)
 
     def build(self, variables: Sequence[tf.Variable]) -> None:
         """Create one zero slot Variable per model Variable and slot name (before any compiled call)."""
@@ -124,22 +125,41 @@ class Optimizer(tf.Module):
             return [tf.clip_by_value(g, -self.clipvalue, self.clipvalue) for g in grads]
         return list(grads)
 
-    def apply_gradients(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
-        """One step: clip, decay, then `update_step` for every Variable and count the step."""
+    def apply_gradients(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable],
+                        when: tf.Tensor | None = None) -> None:
+        """One step: clip, decay, then `update_step` for every Variable and count the step.
+
+        `when` (a scalar bool tensor) guards the step: where it is false every Variable, slot and the
+        step counter keep their values. The guard is a select per assignment, and every read after an
+        assignment (Adam's update reads the new m and v) reads the selected value, so XLA fuses each
+        slot's update into one in-place pass. Under a `tf.cond` around the step XLA turns the branch
+        into selects too, but the weight update then reads the unselected m and v and recomputes them
+        from the old slots: both fusions read the old slot, so XLA copies every slot each step
+        (16-1024-1024-1 Adam, batch 32: two 4 MiB copies a step, 2.9 ms a step against 2.3)."""
         if not self.built:
             self.build(variables)
-        grads = self.clip_gradients([tf.cast(g, v.dtype) for g, v in zip(grads, variables)])
-        lr = self.current_learning_rate()
-        rates: dict[tf.DType, tf.Tensor] = {}  # the step's rate per dtype, built once: fewer ops to trace and lower
-        for v in variables:
-            if v.dtype not in rates:
-                rates[v.dtype] = tf.cast(lr, v.dtype)
-            if self.decays(v):
-                v.assign_sub(v * tf.cast(self.weight_decay, v.dtype) * rates[v.dtype])
-        steps = {dt: self.step_size(rate) for dt, rate in rates.items()}
-        for i, (g, v) in enumerate(zip(grads, variables)):
-            self.update_step(i, g, v, steps[v.dtype])
-        self.iterations.assign_add(1)
+        self._when = when
+        try:
+            grads = self.clip_gradients([tf.cast(g, v.dtype) for g, v in zip(grads, variables)])
+            lr = self.current_learning_rate()
+            rates: dict[tf.DType, tf.Tensor] = {}  # the step's rate per dtype, built once: fewer ops to trace and lower
+            for v in variables:
+                if v.dtype not in rates:
+                    rates[v.dtype] = tf.cast(lr, v.dtype)
+                if self.decays(v):
+                    self.set(v, v - v * tf.cast(self.weight_decay, v.dtype) * rates[v.dtype])
+            steps = {dt: self.step_size(rate) for dt, rate in rates.items()}
+            for i, (g, v) in enumerate(zip(grads, variables)):
+                self.update_step(i, g, v, steps[v.dtype])
+            self.set(self.iterations, self.iterations + 1)
+        finally:
+            self._when = None
+
+    def set(self, var: tf.Variable, value: tf.Tensor) -> None:
+        """Assign `value` to `var`, or keep var's value where the step's guard is false. `var - d` rounds as
+        `assign_sub(d)` does (one subtraction in var's dtype), so the guarded and unguarded steps agree
+        bit for bit."""
+        var.assign(value if self._when is None else tf.where(self._when, value, var))
 
     def step_size(self, lr: tf.Tensor) -> tf.Tensor:
         """What every `update_step` of this step multiplies by: the rate itself here; Adam folds its bias
@@ -154,7 +174,7 @@ class SGD(Optimizer):
     """var -= lr * grad."""
 
     def update_step(self, i, grad, var, lr):
-        var.assign_sub(grad * lr)
+        self.set(var, var - grad * lr)
 
 
 class Momentum(Optimizer):
@@ -173,11 +193,11 @@ class Momentum(Optimizer):
     def update_step(self, i, grad, var, lr):
         mom = tf.cast(self.momentum, var.dtype)
         m = self.slots["momentum"][i]
-        m.assign(m * mom - grad * lr)
+        self.set(m, m * mom - grad * lr)
         if self.nesterov:
-            var.assign_add(m * mom - grad * lr)
+            self.set(var, var + (m * mom - grad * lr))
         else:
-            var.assign_add(m)
+            self.set(var, var + m)
 
 
 class Adam(Optimizer):
@@ -207,13 +227,13 @@ class Adam(Optimizer):
 
     def update_step(self, i, grad, var, alpha):
         m, v = self.slots["m"][i], self.slots["v"][i]
-        m.assign_add((grad - m) * (1 - self.beta_1))
-        v.assign_add((tf.square(grad) - v) * (1 - self.beta_2))
+        self.set(m, m + (grad - m) * (1 - self.beta_1))
+        self.set(v, v + (tf.square(grad) - v) * (1 - self.beta_2))
         if self.amsgrad:
             v_hat = self.slots["v_hat"][i]
-            v_hat.assign(tf.maximum(v_hat, v))
+            self.set(v_hat, tf.maximum(v_hat, v))
             v = v_hat
-        var.assign_sub((m * alpha) / (tf.sqrt(v) + self.epsilon))
+        self.set(var, var - (m * alpha) / (tf.sqrt(v) + self.epsilon))
 
 
 OPTIMIZERS = choices.OPTIMIZERS
