@@ -43,8 +43,11 @@ EXECUTABLE = re.compile(r"Executable::Execute")  # CpuExecutable::ExecuteAsyncOn
 STATS = frozenset({"hlo_op", "hlo_module", "step_num", "_p", "_c"})  # the stats the report reads
 END_MARKER = "end: "  # XLA:CPU's completion marker of an instruction; its `_c` is the event's `_p`
 CONTAINERS = frozenset({"while", "call", "conditional"})  # their work is their body's instructions
-TF_OP = re.compile(r"^[^\s:]+:([A-Za-z][\w]*)$")  # graph-mode op events: "scope/name:Type"
-EAGER_OP = re.compile(r"^EagerLocalExecute: ([A-Za-z][\w]*)$")  # eager mode: one per op, dispatch included
+# graph-mode op events: "scope/name:Type"; a type may start with "_" (grappler's rewrites, e.g. oneDNN's
+# _MklNativeFusedMatMul for MatMul + BiasAdd)
+TF_OP = re.compile(r"^[^\s:]+:(_?[A-Za-z][\w]*)$")
+# eager mode: one event per op or called function (__inference_...), dispatch included
+EAGER_OP = re.compile(r"^EagerLocalExecute: (_*[A-Za-z][\w]*)$")
 
 
 @dataclass
@@ -92,7 +95,9 @@ def build(logdir: str | Path, hlo_text: str | None = None, mode: str = "fused", 
     inside = [e for e in every if _inside(e, windows)]
 
     module = hlo.parse(hlo_text) if hlo_text else None
-    hlo_events = [e for e in inside if "hlo_op" in e.stats]
+    # graph and eager steps are reports of TF ops: an XLA-compiled call inside them (a mini-batch step's
+    # rows) is one TF op among the others, though the capture records its instructions too
+    hlo_events = [e for e in inside if "hlo_op" in e.stats] if mode not in ("graph", "eager") else []
     devices = xplane.device_planes(space)
     on_device = [e for e in hlo_events if e.plane in devices]
     if on_device:  # a GPU's kernels are the hot path; host-side events there are launches

@@ -447,3 +447,21 @@ def test_gpu_device_plane_lands_in_the_same_capture(lecture_run, tmp_path):
     report = capture.profile_run(lecture_run, tmp_path / "log", calls=2, steps_per_call=5)
     assert any(p.startswith("/device:GPU") for p in report["planes"])
     assert report["kind"] == "hlo" and report["ops"]
+
+
+@pytest.mark.parametrize("mode", ["graph", "eager"])
+def test_a_minibatch_step_outside_xla_stays_a_tf_op_report(tmp_path, mode):
+    """A mini-batch graph or eager step computes its rows in one nested XLA-compiled call, whose
+    instructions the capture also records: the report is still of the step's TF ops (that call one row
+    among them), not of the nested call's instructions alone. Its matmuls are listed whatever grappler
+    made of them (with oneDNN on, graph mode runs MatMul + BiasAdd as _MklNativeFusedMatMul)."""
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.train.run import train
+    from tfscope.profiling import capture
+
+    run = tmp_path / "run"
+    train(TrainConfig(batch_size=8, steps=20, mode=mode), run)
+    report = capture.profile_run(run, tmp_path / "log", mode=mode, calls=3)
+    opcodes = {row["opcode"] for row in report["ops"]}
+    assert report["kind"] == "tf_op", opcodes
+    assert "ResourceGather" in opcodes and any("MatMul" in o for o in opcodes), opcodes
