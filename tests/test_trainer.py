@@ -125,6 +125,26 @@ def test_minibatches_are_a_seeded_permutation_with_the_remainder_dropped():
                                       trainer.batch(tf.constant(s, tf.int64))[0].numpy())
 
 
+@pytest.mark.parametrize("n", [16, 19], ids=["power of two: plain ops in graph mode", "cycle-walked: a compiled call"])
+def test_every_mode_gathers_the_same_rows(n):
+    """A graph-mode step computes its Feistel rows as plain ops for a power-of-two row count and calls the
+    compiled rows function otherwise; eager, graph and XLA gather the same rows either way, in every epoch
+    (exact integers: the order is uint32 arithmetic that TF and XLA define alike)."""
+    ids = np.arange(n, dtype=np.float32)[:, None]
+    rows_set = data.Dataset(ids, ids, ("i",), ("z",), "ids")
+    trainer = Trainer(TrainConfig(batch_size=4, seed=3, standardize=False), rows_set)
+    graph = tf.function(trainer.batch, autograph=False)
+    xla = tf.function(trainer.batch, jit_compile=True, autograph=False)
+    for s in range(0, 40, 3):
+        step = tf.constant(s, tf.int64)
+        rows = trainer.batch(step)[0].numpy()
+        np.testing.assert_array_equal(graph(step)[0].numpy(), rows)
+        np.testing.assert_array_equal(xla(step)[0].numpy(), rows)
+    compiled_calls = [f for f in trainer.compiled("graph").get_concrete_function().graph.as_graph_def().library.function
+                      if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
+    assert len(compiled_calls) == (0 if n == 16 else 1)
+
+
 @pytest.mark.parametrize("mode", ["fused", "xla"])
 def test_same_seed_same_weights_bit_for_bit(tmp_path, mode):
     config = TrainConfig(mode=mode, steps=300, batch_size=5, target_loss=0.0, seed=11)

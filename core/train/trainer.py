@@ -142,8 +142,15 @@ class Trainer:
         return shuffle.permutation(self.rows, self.config.seed, step // self.batches_per_epoch)
 
     def batch_rows(self, step: tf.Tensor) -> tf.Tensor:
-        """A Feistel run's row indices for global step `step` (core/train/shuffle.py). (batch,) int64."""
-        return self._rows_of_step(tf.convert_to_tensor(step, tf.int64))
+        """A Feistel run's row indices for global step `step` (core/train/shuffle.py). (batch,) int64.
+
+        Traced into a graph-mode step for a power-of-two row count (no cycle-walking While), the rows are
+        plain ops of the step's graph: 16-w-w-1 on 4,096 rows, graph steps 485-586 us with them against
+        575-665 with the compiled call (batch 256-1,024, one process). Otherwise one compiled call."""
+        step = tf.convert_to_tensor(step, tf.int64)
+        if self.rows & (self.rows - 1) == 0 and tf.inside_function() and not compiling_with_xla():
+            return shuffle.batch_rows(step, self.rows, self.batch_size, self.config.seed)
+        return self._rows_of_step(step)
 
     def batch(self, step: tf.Tensor, given: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Rows for global step `step`: all rows, or slice `step % nb` of its epoch's order. `given`, when the
