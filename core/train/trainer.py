@@ -124,10 +124,10 @@ class Trainer:
         if self.sorted_order:  # held_permutation's cache: the row order of epoch `_perm_epoch` (-1: none yet)
             self._perm = tf.Variable(tf.zeros([self.rows], tf.int32), trainable=False, name="epoch_perm")  # (rows,)
             self._perm_epoch = tf.Variable(tf.constant(-1, tf.int64), trainable=False, name="perm_epoch")
-        # A Feistel run's rows of a step, compiled by XLA wherever they are computed: inlined into the xla and
-        # fused steps; in graph and eager mode one compiled call instead of ~100 small ops and, for a row count
-        # other than a power of two, a While op of them per cycle-walk: graph steps on 4,097 rows took 0.8-1.2 ms
-        # with the ops, 0.5-0.7 with the call (batch 32-1,024, 16-16-16-1)
+        # A Feistel run's rows of a step as one XLA-compiled call, for eager steps and graph steps on a row count
+        # other than a power of two: there the plain ops are ~100 small ops plus a While op of them per
+        # cycle-walk (graph steps on 4,097 rows took 0.8-1.2 ms with the ops, 0.5-0.7 with the call, batch
+        # 32-1,024, 16-16-16-1). Inlined into the xla and fused steps; see batch_rows for the rest.
         self._rows_of_step = tf.function(lambda step: shuffle.batch_rows(step, self.rows, self.batch_size, config.seed),
                                          jit_compile=True, autograph=False)
         self.steps_per_call = int(config.steps_per_call)
