@@ -98,7 +98,7 @@ def rows_at(positions: tf.Tensor, n: int, seed: int | tf.Tensor, epoch: tf.Tenso
     bits = (n - 1).bit_length()
     keys = round_keys(seed, epoch)
     v = feistel(tf.cast(positions, tf.uint32), bits, keys)
-    if n < 2**bits:
+    if cycle_walks(n):
         limit = tf.constant(n, tf.uint32)
 
         def walk(v: tf.Tensor) -> tuple[tf.Tensor]:
@@ -106,6 +106,11 @@ def rows_at(positions: tf.Tensor, n: int, seed: int | tf.Tensor, epoch: tf.Tenso
 
         (v,) = tf.while_loop(lambda v: tf.reduce_any(v >= limit), walk, (v,), maximum_iterations=2**bits - n + 1)
     return tf.cast(v, tf.int64)
+
+
+def cycle_walks(n: int) -> bool:
+    """Whether the Feistel order of n rows maps values again (a While loop): n is not a power of two."""
+    return n & (n - 1) != 0
 
 
 def positions(step: tf.Tensor, batch_size: int, nb: int) -> tf.Tensor:

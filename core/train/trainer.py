@@ -16,6 +16,7 @@ function of (seed, s), so a checkpoint of the network and optimiser is the whole
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,14 +44,22 @@ class Chunk:
     stopped: str | None  # DIVERGED or TARGET when the loop stopped itself, else None
 
 
-def apply_if_finite(loss: tf.Tensor, update: Callable[[], object]) -> tf.Tensor:
+def apply_if_finite(loss: tf.Tensor, update: Callable[..., object], selects: bool = False) -> tf.Tensor:
     """Run `update` (the step's assigns) only when `loss` is finite: a diverging step changes
-    nothing, so the state stays the last finite one. Returns whether it ran (a bool tensor)."""
+    nothing, so the state stays the last finite one. Returns whether it ran (a bool tensor).
+
+    A `tf.cond` around the update, except with `selects` in a function XLA compiles: there
+    `update(when=finite)` guards each of its assignments itself (`Optimizer.apply_gradients`), see
+    `compiling_with_xla`."""
+    finite = tf.math.is_finite(loss)
+    if selects and compiling_with_xla():
+        update(when=finite)
+        return finite
+
     def run() -> tf.Tensor:
         update()
         return tf.constant(True)
 
-    finite = tf.math.is_finite(loss)
     tf.cond(finite, run, lambda: tf.constant(False))
     return finite
 
@@ -148,7 +157,7 @@ class Trainer:
         plain ops of the step's graph: 16-w-w-1 on 4,096 rows, graph steps 485-586 us with them against
         575-665 with the compiled call (batch 256-1,024, one process). Otherwise one compiled call."""
         step = tf.convert_to_tensor(step, tf.int64)
-        if self.rows & (self.rows - 1) == 0 and tf.inside_function() and not compiling_with_xla():
+        if not shuffle.cycle_walks(self.rows) and tf.inside_function() and not compiling_with_xla():
             return shuffle.batch_rows(step, self.rows, self.batch_size, self.config.seed)
         return self._rows_of_step(step)
 
@@ -199,11 +208,8 @@ class Trainer:
 
             return loss, apply_if_finite(loss, update)
         loss, grads = self._grad(self.model.mlp, self.config.loss, x, z)
-        if not compiling_with_xla():
-            return loss, apply_if_finite(loss, lambda: self.optimizer.apply_gradients(grads, self.model.weights))
-        finite = tf.math.is_finite(loss)
-        self.optimizer.apply_gradients(grads, self.model.weights, when=finite)  # the guard as selects
-        return loss, finite
+        return loss, apply_if_finite(loss, functools.partial(self.optimizer.apply_gradients, grads, self.model.weights),
+                                     selects=True)
 
     def fused_steps(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Run up to `n` (<= K) steps in one compiled call; return (steps run, loss buffer of size K).
