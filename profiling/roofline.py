@@ -78,14 +78,16 @@ def point(row: dict, module: HloModule, roofs: Roofs, table: dict | None = None,
 def build(hot: dict, hlo_text: str, roofs: Roofs) -> dict:
     """The roofline report of a hot-path report (kind "hlo") and the module's optimized HLO text.
 
-    A loop compiled whole is one `call` point whose FLOPs are the hot path's steps per call times
-    its body's (XLA's known trip count where it has one)."""
+    A loop compiled whole is one `call` point whose FLOPs are its body's times the iterations of one
+    execution (XLA's known trip count where it has one, else the steps the window ran over the call's
+    executions: all of a call's steps for the lecture's loop, one for a mini-batch run's step loop,
+    which the loop gathering its rows executes once a step)."""
     from tfscope.profiling.hlo import parse
 
     module = parse(hlo_text)
     table = module.instructions
     calls, steps = max(hot["calls"], 1), hot.get("steps_per_call", 1)
-    points = [point(r, module, roofs, table, steps) for r in hot["ops"]]
+    points = [point(r, module, roofs, table, max(1, round(calls * steps / max(r["calls"], 1)))) for r in hot["ops"]]
     listed = sum(p.total_us for p in points) or 1.0
     totals = {}
     for b in BOUNDS:
@@ -122,7 +124,7 @@ def whole_loop_note(hot: dict) -> str | None:
     how = ("`tfscope profile RUN_DIR --per-instruction` places each of its instructions" if hot["mode"] == "fused"
            else "XLA_FLAGS=--xla_cpu_small_while_loop_byte_threshold=0 runs each of its instructions on its own")
     return (f"the loop ({', '.join(loops)}) ran as one compiled function: one point, its FLOPs those of the "
-            f"{hot.get('steps_per_call', 1):,} iterations a call ran, its bytes only the loop's state in and out "
+            f"iterations an execution ran, its bytes only the loop's state in and out "
             f"(a lower bound on its traffic, so its intensity and class are upper bounds); {how}")
 
 

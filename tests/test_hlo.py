@@ -141,7 +141,31 @@ def test_fused_adam_loop_copies_no_optimizer_slot():
     trainer = bench_scaling.Trainer(config, bench_scaling.random_data())
     fn = trainer.compiled("fused")
     module = hlo.parse(hlo.compiler_ir(fn, hlo.step_args(trainer, "fused"), "optimized_hlo"))
-    (loop,) = module.whiles()
+    loop = step_loop(module)
     copies = Counter(i.shape for i in module.computations[loop.body] if i.opcode == "copy")
     assert copies["f32[64,64]"] <= 1, copies
     assert copies["f32[16,64]"] == 0 and copies["f32[64]"] <= 1, copies
+
+
+def step_loop(module):
+    """The fused loop whose body is a training step (the one with the dots): a mini-batch run's steps
+    run in a loop of their own inside the loop that gathers their rows."""
+    return max(module.whiles(), key=lambda w: sum(i.opcode == "dot" for i in module.computations[w.body]))
+
+
+def test_a_small_step_on_a_large_dataset_is_compiled_whole():
+    """XLA:CPU's cost analysis counts a gather as reading all of the dataset (4,096 x 16 float32: the
+    256 KiB threshold of core/xla_flags.py alone), so a step loop holding its gathers paid a runtime call
+    per instruction. The gathers sit outside the step's loop, which XLA compiles into one function; the
+    loop around it, which gathers, does not qualify and keeps its few runtime calls."""
+    from tfscope.profiling import bench_scaling, hlo
+
+    config = bench_scaling.TrainConfig(hidden=[16, 16], activation="relu", optimizer="adam", batch_size=32,
+                                       mode="fused", target_loss=0.0, standardize=False, steps_per_call=50)
+    trainer = bench_scaling.Trainer(config, bench_scaling.random_data())
+    module = hlo.parse(hlo.compiler_ir(trainer.compiled("fused"), hlo.step_args(trainer, "fused"), "optimized_hlo"))
+    loop = step_loop(module)
+    assert module.compiled_whole(loop)
+    (outer,) = [w for w in module.whiles() if w is not loop]
+    assert not module.compiled_whole(outer)
+    assert not any(i.opcode == "gather" or "gather" in i.name for i in module.computations[loop.body])

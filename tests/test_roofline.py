@@ -8,6 +8,8 @@ any machine must show. Counts are integers and compared exactly: they are produc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -340,21 +342,26 @@ def test_explained_share_is_the_union_of_instructions_in_flight(tmp_path):
 SIZES, BATCH = (48, 64, 32, 1), 32
 
 
-@pytest.fixture(scope="module")
-def dense_run(tmp_path_factory):
-    """A Dense regressor 48-64-32-1 (relu, SGD, MSE, full batch of 32 random rows), trained briefly."""
+def dense(d: Path, batch_size: int = 0, rows: int = BATCH) -> Path:
+    """A Dense regressor 48-64-32-1 (relu, SGD, MSE) on `rows` random rows, trained briefly in d / "run":
+    full batch, or mini-batches of `batch_size`."""
     from tfscope.core.config import TrainConfig
     from tfscope.core.train.run import train
 
-    d = tmp_path_factory.mktemp("dense")
     rng = np.random.default_rng(0)
-    rows = rng.standard_normal((BATCH, SIZES[0] + 1))
+    table = rng.standard_normal((rows, SIZES[0] + 1))
     header = ",".join([f"x{i}" for i in range(SIZES[0])] + ["z"])
-    np.savetxt(d / "data.csv", rows, delimiter=",", header=header, comments="", fmt="%.6f")
+    np.savetxt(d / "data.csv", table, delimiter=",", header=header, comments="", fmt="%.6f")
     config = TrainConfig(data=str(d / "data.csv"), hidden=list(SIZES[1:-1]), activation="relu", optimizer="sgd",
-                         learning_rate=0.01, loss="mse", batch_size=0, steps=20, target_loss=0.0, standardize=False)
+                         learning_rate=0.01, loss="mse", batch_size=batch_size, steps=20, target_loss=0.0,
+                         standardize=False)
     train(config, d / "run")
     return d / "run"
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    return dense(tmp_path_factory.mktemp("dense"))
 
 
 @pytest.fixture(scope="module")
@@ -407,3 +414,20 @@ def test_run_profile_writes_the_roofline_files_and_summary(run_profiles):
         assert [p["name"] for p in saved["points"]] == [r["name"] for r in report["ops"]]
     text = roofline.format_report(fused)
     assert "roofs:" in text and "totals:" in text and fused["roofline"]["points"][0]["name"] in text
+
+
+def test_a_step_loop_compiled_whole_counts_one_step_per_execution(measured_roofs, tmp_path):
+    """On mini-batches the fused loop gathers each step's rows and runs the step in a loop of its own,
+    which XLA compiles whole and the outer loop executes once a step (2,048 rows of 48 features: too
+    much for XLA to compile the outer loop whole): that call's point carries one step's FLOPs, not a
+    call's (the same network, 8 rows a step, against the 3F count of bench_compute)."""
+    from tfscope.profiling import capture
+    from tfscope.profiling.bench_compute import matmul_step_flops, step_flops
+
+    report = capture.profile_run(dense(tmp_path, batch_size=8, rows=2048), tmp_path / "log", calls=2, steps_per_call=4,
+                                 roofs=measured_roofs)
+    r = report["roofline"]
+    (call,) = [p for p in r["points"] if p["opcode"] == "call"]
+    assert len(report["loops_compiled_whole"]) == 1 and call["calls"] == 2 * 4 and r["note"]
+    assert matmul_step_flops(SIZES, 8) < r["flops_per_step"] < 1.02 * step_flops(SIZES, 8)
+    assert call["flops"] == pytest.approx(r["flops_per_step"], rel=0.02)

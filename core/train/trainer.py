@@ -163,11 +163,11 @@ class Trainer:
 
     def batch(self, step: tf.Tensor, given: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Rows for global step `step`: all rows, or slice `step % nb` of its epoch's order. `given`, when the
-        caller has it: a Feistel run's row indices of this step, or a sort run's epoch permutation."""
+        caller holds it: a sort run's epoch permutation."""
         if self.batch_size == self.rows:
             return self.x, self.z
         if not self.sorted_order:
-            idx = self.batch_rows(step) if given is None else given  # (batch,)
+            idx = self.batch_rows(step)  # (batch,)
         else:
             perm = self.epoch_permutation(step) if given is None else given
             # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
@@ -195,10 +195,13 @@ class Trainer:
         return tf.cond(tf.equal(self._perm_epoch, epoch), self._perm.read_value, fresh)
 
     def _step(self, given: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
-        """`train_step`, given the step's rows or its epoch's order when the caller carries them (`batch`);
+        """`train_step`, given a sort run's epoch order when the caller holds it (`batch`);
         returns the loss and whether it was finite (the fused loop's stop test reuses it: one IsFinite
         op fewer, and XLA lowers each through its own MLIR pipeline, ~5 ms apiece on a warm cache)."""
-        x, z = self.batch(self.optimizer.iterations, given)
+        return self._step_on(*self.batch(self.optimizer.iterations, given))
+
+    def _step_on(self, x: tf.Tensor, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The step on its batch (x, z): (loss, whether it was finite and so applied)."""
         if self.rule is not None:  # a local learning rule (core/optim/rules.py): its value and proposed weights
             loss, new_w, new_b = self.rule.propose(x, z, tf.cast(self.optimizer.current_learning_rate(), x.dtype))
 
@@ -215,34 +218,40 @@ class Trainer:
         """Run up to `n` (<= K) steps in one compiled call; return (steps run, loss buffer of size K).
 
         The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
-        at most the target. A Feistel run's step takes its rows from the loop, which computes each
-        step's rows one step ahead: computed beside the gathers that read them, XLA fused the hash into
-        both gathers and recomputed it per element gathered (a loop of the hash and the two gathers
-        alone, batch 1,024 of 16 features: 26.7 us per step, 15.5 with the rows carried). A sort run has
-        an outer loop once per epoch touched: it takes the epoch's row order (`held_permutation`: a sort
-        of all rows only when the epoch is new) and an inner loop runs that epoch's steps. No sort inside
-        the inner loop, so XLA:CPU compiles it into one function when it is small (core/xla_flags.py)."""
+        at most the target. A Feistel run's step is a loop of its own (of one step) inside the loop over
+        steps, which gathers its rows: XLA:CPU compiles a loop into one function only when its cost
+        analysis finds it small (core/xla_flags.py), and it counts a gather as reading all of the
+        dataset (4,096 rows of 16 features: 256 KiB, the threshold), so a small step with its gathers
+        paid a runtime call per instruction (16-16-16-1, batch 32: 13.9 us a step; 6.0 us so, the plain
+        loop on a fixed batch 5.6). The outer loop computes each step's rows one step ahead: computed
+        beside the gathers that read them, XLA fused the hash into both gathers and recomputed it per
+        element gathered (a loop of the hash and the two gathers alone, batch 1,024 of 16 features:
+        26.7 us per step, 15.5 with the rows carried). A sort run has an outer loop once per epoch
+        touched: it takes the epoch's row order (`held_permutation`: a sort of all rows only when the
+        epoch is new) and an inner loop runs that epoch's steps.
+        """
         k = self.steps_per_call
         n = tf.minimum(n, k)
         it = self.optimizer.iterations
         nan = tf.constant(float("nan"), self.target.dtype)
 
-        def steps(state: tuple, until: tf.Tensor, order: tf.Tensor | None = None,
-                  rows_of: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tuple:
-            """Steps from state (i, hist, done[, rows of step i]) while i < until and no step stopped the
-            loop; `order` is a sort run's epoch order, `rows_of(i)` a Feistel run's rows of step i."""
-            def step(i, hist, done, *rows):
-                loss, finite = self._step(rows[0] if rows else order)
+        def steps(state: tuple, until: tf.Tensor, run: Callable[[tf.Tensor], tuple]) -> tuple:
+            """Steps from state (i, hist, done) while i < until and no step stopped the loop; `run(i)` runs
+            step i and returns its (loss, finite)."""
+            def step(i, hist, done):
+                loss, finite = run(i)
                 hist = tf.tensor_scatter_nd_update(hist, [[i]], [loss])
                 stop = tf.logical_or(tf.logical_not(finite), loss <= self.target)
-                return (i + 1, hist, stop, *([rows_of(i + 1)] if rows_of else []))
+                return i + 1, hist, stop
 
-            return tf.while_loop(lambda i, hist, done, *_: tf.logical_and(i < until, tf.logical_not(done)), step,
-                                 state, maximum_iterations=k)
+            return tf.while_loop(lambda i, hist, done: tf.logical_and(i < until, tf.logical_not(done)), step, state)
+
+        def outer(body: Callable[..., tuple], start: tuple) -> tuple:
+            return tf.while_loop(lambda i, hist, done, *_: tf.logical_and(i < n, tf.logical_not(done)), body, start)
 
         state = (tf.constant(0, tf.int32), tf.fill([k], nan), tf.constant(False))  # hist: (K,)
         if self.batch_size == self.rows:
-            i, hist, _ = steps(state, n)
+            i, hist, _ = steps(state, n, lambda i: self._step(None))
             return i, hist
         if not self.sorted_order:
             first = it.read_value()  # step i is global step first + i: a step that does not count stops the loop
@@ -250,16 +259,21 @@ class Trainer:
             def rows_of(i: tf.Tensor) -> tf.Tensor:
                 return self.batch_rows(first + tf.cast(i, tf.int64))
 
-            i, hist, _, _ = steps((*state, rows_of(state[0])), n, rows_of=rows_of)
+            def gathered(i, hist, done, rows):
+                x, z = tf.gather(self.x, rows), tf.gather(self.z, rows)  # (batch, n_in), (batch, n_out)
+                i, hist, done = steps((i, hist, done), i + 1, lambda _: self._step_on(x, z))
+                return i, hist, done, rows_of(i)
+
+            i, hist, _, _ = outer(gathered, (*state, rows_of(state[0])))
             return i, hist
         nb = self.batches_per_epoch
 
         def epoch(i, hist, done):
             left = tf.cast(nb - it % nb, tf.int32)  # steps left in the current epoch
-            return steps((i, hist, done), tf.minimum(n, i + left), order=self.held_permutation())
+            order = self.held_permutation()
+            return steps((i, hist, done), tf.minimum(n, i + left), lambda j: self._step(order))
 
-        i, hist, _ = tf.while_loop(lambda i, hist, done: tf.logical_and(i < n, tf.logical_not(done)), epoch, state,
-                                   maximum_iterations=k)
+        i, hist, _ = outer(epoch, state)
         return i, hist
 
     def compiled(self, mode: str | None = None) -> Callable:
