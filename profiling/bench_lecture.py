@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -250,15 +251,18 @@ def project_time_to_solution(config: TrainConfig | None = None) -> tuple[Solutio
 
 
 STRIPPED_ADAM = "Adam step alone: no guard, history, stop test"  # floors of the fused step (lecture_step_floors)
+FLAT_ADAM = "same, the 9 weights and each slot one flat Variable"
 MINIMAL_SGD = "same gradient, SGD on weights as loop values"
 
 
 def lecture_step_floors(steps: int = 1_000_000, warmup: int = 1, repeats: int = 5) -> dict[str, Timing]:
     """Seconds per step of the lecture's fused step stripped down, each in one XLA-compiled while loop
     of `steps` steps (one call per window), on the default trainer's data and initial weights:
-    STRIPPED_ADAM applies Adam to the Variables with nothing around it; MINIMAL_SGD carries the four
-    weights as loop values and subtracts lr * gradient (no Variables, no optimiser state). What XLA:CPU's
-    code for the step's arithmetic costs whatever the loop does around it: the floor of the fused row."""
+    STRIPPED_ADAM applies Adam to the Variables with nothing around it; FLAT_ADAM does the same with
+    every weight in one flat Variable (per-layer views sliced from it) and each slot one flat Variable,
+    so Adam is one update of 9 values instead of four small ones; MINIMAL_SGD carries the four weights as
+    loop values and subtracts lr * gradient (no Variables, no optimiser state). What XLA:CPU's code for
+    the step's arithmetic costs whatever the loop does around it: the floor of the fused row."""
     from tfscope.core.nn import gradients, losses
 
     trainer = project_trainer()
@@ -292,7 +296,42 @@ def lecture_step_floors(steps: int = 1_000_000, warmup: int = 1, repeats: int = 
         return measure(lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(tf.constant(steps))), per=steps,
                        warmup=warmup, repeats=repeats)
 
-    return {STRIPPED_ADAM: timed(adam), MINIMAL_SGD: timed(sgd)}
+    return {STRIPPED_ADAM: timed(adam), FLAT_ADAM: timed(flat_adam_floor(trainer)[0]), MINIMAL_SGD: timed(sgd)}
+
+
+def flat_adam_floor(trainer: Trainer) -> tuple[Callable[[tf.Tensor], tf.Tensor], tf.Variable]:
+    """FLAT_ADAM: `trainer`'s full-batch Adam step (its learning rate, betas and epsilon, from its
+    network's current weights) with every weight in one flat Variable, returned with the loop of n steps.
+    Per-layer views are slices of it; the gradient comes back flat, so Adam is one update of all values."""
+    from tfscope.core.nn import losses
+
+    mlp, config, x, z = trainer.model.mlp, trainer.config, trainer.x, trainer.z
+    loss_fn = losses.get(config.loss)
+    shapes = [w.shape for w in mlp.weights]
+    flat = tf.Variable(tf.concat([tf.reshape(w, [-1]) for w in mlp.weights], 0))  # (9,) for the lecture net
+    m, v, t = tf.Variable(tf.zeros_like(flat)), tf.Variable(tf.zeros_like(flat)), tf.Variable(0.0, dtype=flat.dtype)
+    b1, b2, eps = config.beta_1, config.beta_2, config.epsilon
+
+    def loop(n: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor) -> tf.Tensor:
+            p = flat.read_value()
+            with tf.GradientTape() as tape:
+                tape.watch(p)
+                views = [tf.reshape(w, s) for w, s in zip(tf.split(p, [s.num_elements() for s in shapes]), shapes)]
+                a = x
+                for k, layer in enumerate(mlp.layers):
+                    a = layer.apply(views[2 * k:2 * k + 2], a)
+                value = loss_fn(a, z)
+            g = tape.gradient(value, p)
+            t.assign_add(1.0)
+            m.assign(b1 * m + (1 - b1) * g)
+            v.assign(b2 * v + (1 - b2) * g * g)
+            flat.assign(p - config.learning_rate * tf.sqrt(1 - b2**t) / (1 - b1**t) * m / (tf.sqrt(v) + eps))
+            return i + 1
+
+        return tf.while_loop(lambda i: i < n, body, [tf.constant(0)])[0]
+
+    return loop, flat
 
 
 def fused_step_instructions(steps_per_call: int = 1000) -> dict:

@@ -6,7 +6,9 @@ shuffled every epoch. At each (w, B), seconds per step of
 - Keras 3 `fit` on the same rows (shuffled, jit_compile on, steps_per_execution 100),
 - the floors: the same network written plainly (Variables, tape, Adam by hand) on one fixed batch of
   B rows, inside one XLA-compiled `tf.while_loop` (the floor of fused and xla), and the same step as
-  a plain `tf.function` per call (the floor of graph mode).
+  a plain `tf.function` per call (the floor of graph mode);
+- the same two floors shuffled: each step's rows of the Feistel order gathered from all rows and the
+  update under a finite-loss guard, which the modes do and a fixed batch does not.
 FLOPs per step are `bench_compute.step_flops` (3 x forward); GFLOP/s is set against the matmul
 ceiling measured earlier in the same run. Each window lasts about `window_seconds`, sized from an
 untimed calibration call, so small and large points cost the same wall time.
@@ -28,7 +30,8 @@ from tfscope.profiling.bench_compute import epoch_clock, step_flops
 
 FEATURES, ROWS, LEARNING_RATE = 16, 4096, 1e-3
 WIDTHS, BATCHES = (16, 64, 256, 1024), (32, 256, 1024)
-METHODS = ("fused", "xla", "graph", "keras_fit", "floor_xla_loop", "floor_tf_function")
+METHODS = ("fused", "xla", "graph", "keras_fit", "floor_xla_loop", "floor_tf_function", "shuffled_floor_xla_loop",
+           "shuffled_floor_tf_function")
 KERAS_SPE = 100
 MAX_WINDOW = 20_000  # steps per window at most (and the fused loop's steps per call)
 
@@ -83,12 +86,17 @@ def time_project(width: int, batch: int, mode: str, seconds: float, repeats: int
 
 class PlainStep:
     """The same network and Adam written plainly on one fixed batch: no shuffling, no early stop,
-    no finiteness guard, no loss history. The floor the project's modes are held to."""
+    no finiteness guard, no loss history. The floor the project's modes are held to. With `shuffled`
+    and `guarded` (for explain()): each step's rows of the Feistel order instead of the fixed batch,
+    and the update under a tf.cond on a finite loss, what a graph-mode step must add to the floor."""
 
-    def __init__(self, width: int, batch: int, seed: int = 0, init: list[np.ndarray] | None = None) -> None:
+    def __init__(self, width: int, batch: int, seed: int = 0, init: list[np.ndarray] | None = None,
+                 shuffled: bool = False, guarded: bool = False) -> None:
         d = random_data()
         self.x = tf.Variable(d.x[:batch])  # (batch, FEATURES)
         self.z = tf.Variable(d.z[:batch])  # (batch, 1)
+        self.rows = (tf.Variable(d.x), tf.Variable(d.z)) if shuffled else None  # (ROWS, FEATURES), (ROWS, 1)
+        self.batch, self.guarded = batch, guarded
         rng = np.random.default_rng(seed)
         if init is None:  # He-normal weights, zero biases: w0, b0, w1, b1, w2, b2
             init = [a for i, o in zip(sizes(width)[:-1], sizes(width)[1:])
@@ -100,35 +108,51 @@ class PlainStep:
         self.t = tf.Variable(0.0)
 
     def step(self) -> tf.Tensor:
+        from tfscope.core.train import shuffle
+
+        x, z = self.x, self.z
+        if self.rows is not None:
+            rows = shuffle.batch_rows(tf.cast(self.t, tf.int64), ROWS, self.batch, 0)  # (batch,)
+            x, z = (tf.gather(v, rows) for v in self.rows)
         with tf.GradientTape() as tape:
-            h = self.x
+            h = x
             for i in range(0, len(self.params) - 2, 2):
                 h = tf.nn.relu(h @ self.params[i] + self.params[i + 1])  # (batch, width)
-            loss = tf.reduce_mean(tf.square(h @ self.params[-2] + self.params[-1] - self.z))
+            loss = tf.reduce_mean(tf.square(h @ self.params[-2] + self.params[-1] - z))
         grads = tape.gradient(loss, self.params)
-        self.t.assign_add(1.0)
-        b1, b2, eps = 0.9, 0.999, 1e-7
-        lr = LEARNING_RATE * tf.sqrt(1 - b2**self.t) / (1 - b1**self.t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m.assign(b1 * m + (1 - b1) * g)
-            v.assign(b2 * v + (1 - b2) * g * g)
-            p.assign_sub(lr * m / (tf.sqrt(v) + eps))
+
+        def update() -> tf.Tensor:
+            self.t.assign_add(1.0)
+            b1, b2, eps = 0.9, 0.999, 1e-7
+            lr = LEARNING_RATE * tf.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+            for p, g, m, v in zip(self.params, grads, self.m, self.v):
+                m.assign(b1 * m + (1 - b1) * g)
+                v.assign(b2 * v + (1 - b2) * g * g)
+                p.assign_sub(lr * m / (tf.sqrt(v) + eps))
+            return tf.constant(True)
+
+        if self.guarded:
+            tf.cond(tf.math.is_finite(loss), update, lambda: tf.constant(False))
+        else:
+            update()
         return loss
 
     def loop(self, n: tf.Tensor) -> tf.Tensor:
         return tf.while_loop(lambda i: i < n, lambda i: (self.step(), i + 1)[1], [tf.constant(0)])[0]
 
 
-def time_floor_loop(width: int, batch: int, seconds: float, repeats: int) -> Timing:
-    """Seconds per step of PlainStep inside one XLA-compiled while loop, n steps per call."""
-    plain = PlainStep(width, batch)
+def time_floor_loop(width: int, batch: int, seconds: float, repeats: int, **extras: bool) -> Timing:
+    """Seconds per step of PlainStep (with `extras`: shuffled, guarded) inside one XLA-compiled while
+    loop, n steps per call."""
+    plain = PlainStep(width, batch, **extras)
     fn = tf.function(plain.loop, jit_compile=True, autograph=False)
     return _calibrated(lambda n: int(fn(tf.constant(n))), seconds, repeats, probe=10)
 
 
-def time_floor_function(width: int, batch: int, seconds: float, repeats: int) -> Timing:
-    """Seconds per step of PlainStep as a plain tf.function, one call per step."""
-    plain = PlainStep(width, batch)
+def time_floor_function(width: int, batch: int, seconds: float, repeats: int, **extras: bool) -> Timing:
+    """Seconds per step of PlainStep (with `extras`: shuffled, guarded) as a plain tf.function, one call
+    per step."""
+    plain = PlainStep(width, batch, **extras)
     fn = tf.function(plain.step, autograph=False)
 
     def run(n: int) -> None:
@@ -172,6 +196,9 @@ TIMERS: dict[str, Callable[..., Timing]] = {
     "keras_fit": time_keras_fit,
     "floor_xla_loop": time_floor_loop,
     "floor_tf_function": time_floor_function,
+    # The floors doing what the modes must: each step's rows of the Feistel order, the update under a guard
+    "shuffled_floor_xla_loop": lambda w, b, s, r: time_floor_loop(w, b, s, r, shuffled=True, guarded=True),
+    "shuffled_floor_tf_function": lambda w, b, s, r: time_floor_function(w, b, s, r, shuffled=True, guarded=True),
 }
 
 
@@ -190,7 +217,8 @@ def point(width: int, batch: int, seconds: float, repeats: int,
 
 def explain(width: int, batch: int, seconds: float = 0.3, repeats: int = 5) -> dict[str, Timing]:
     """Where a step's time goes at (width, batch), each part timed in this process: the three modes and
-    their floors, the fused step reading contiguous rows instead of the epoch order's (what the order
+    their floors, each floor with what the modes must add (shuffled rows, the guard),
+    the fused step reading contiguous rows instead of the epoch order's (what the order
     costs), the call of an empty compiled function (the dispatch every one-step-per-call mode pays), one
     step's rows of the Feistel order alone, and one epoch's sort order (what runs recorded before the
     Feistel order pay once per epoch)."""
@@ -200,7 +228,11 @@ def explain(width: int, batch: int, seconds: float = 0.3, repeats: int = 5) -> d
     out["fused, contiguous rows instead of the order"] = time_project(width, batch, "fused", seconds, repeats,
                                                                       ordered=False)
     out["floor: XLA while loop, fixed batch"] = time_floor_loop(width, batch, seconds, repeats)
+    out["plain XLA while loop + Feistel rows + guard"] = time_floor_loop(width, batch, seconds, repeats,
+                                                                        shuffled=True, guarded=True)
     out["floor: plain tf.function, fixed batch"] = time_floor_function(width, batch, seconds, repeats)
+    out["plain tf.function + Feistel rows + tf.cond guard"] = time_floor_function(width, batch, seconds, repeats,
+                                                                                 shuffled=True, guarded=True)
     step = tf.Variable(0, dtype=tf.int64)
     for jit, kind in ((True, "XLA"), (False, "tf.function")):
         empty = tf.function(lambda: tf.constant(0.0), jit_compile=jit, autograph=False)

@@ -198,6 +198,9 @@ def scaling(plan: Plan, ceiling_gflops: float) -> dict:
             row["fused_vs_floor"] = ratio(row["floor_xla_loop"]["median"], fused)  # >= 0.95: at the floor
             row["xla_over_floor"] = ratio(row["xla"]["median"], row["floor_xla_loop"]["median"])  # <= 1.3
             row["graph_over_floor"] = ratio(row["graph"]["median"], row["floor_tf_function"]["median"])  # <= 1.3
+            row["fused_vs_shuffled_floor"] = ratio(row["shuffled_floor_xla_loop"]["median"], fused)
+            row["graph_over_shuffled_floor"] = ratio(row["graph"]["median"],
+                                                     row["shuffled_floor_tf_function"]["median"])
             row["fused_vs_keras_fit"] = ratio(row["keras_fit"]["median"], fused)
             row["fused_pct_of_ceiling"] = 100 * row["fused"]["gflops"] / ceiling_gflops
             rows.append(row)
@@ -327,15 +330,22 @@ def scaling_figures(part: dict) -> list[dict]:
         return r[key], at(r)
 
     out = []
+    def shuffled(key: str, pick, what: str) -> str:
+        got, where = worst(key, pick, rows)
+        return (f"against the same floor shuffled ({what}): {got:.2f} at worst ({where}); the floor reads one "
+                "fixed batch and updates unguarded")
+
     got, where = worst("fused_vs_floor", min, rows)
     out.append({"figure": "scaling: floor time / fused time, worst point", "goal": FLOOR_GOAL, "got": got,
-                "note": f"worst at {where}"})
+                "note": f"worst at {where}; " + shuffled("fused_vs_shuffled_floor", min,
+                                                          "each step's rows of the order gathered, a guarded update")})
     got, where = worst("xla_over_floor", max, rows)
     out.append({"figure": "scaling: xla time / floor time, worst point", "goal": XLA_FLOOR_GOAL, "got": got,
                 "at_most": True, "note": f"worst at {where}; xla runs one step per call"})
     got, where = worst("graph_over_floor", max, rows)
     out.append({"figure": "scaling: graph time / plain tf.function time, worst point", "goal": XLA_FLOOR_GOAL,
-                "got": got, "at_most": True, "note": f"worst at {where}"})
+                "got": got, "at_most": True, "note": f"worst at {where}; " + shuffled(
+                    "graph_over_shuffled_floor", max, "each step's rows of the order gathered, a tf.cond guard")})
     small = [r for r in rows if r["width"] <= FIT_MAX_WIDTH]
     if small:
         got, where = worst("fused_vs_keras_fit", min, small)
@@ -448,13 +458,16 @@ def scaling_table(part: dict) -> list[str]:
     """Part 5 as lines: us per step of each method at each point, the ratios and GFLOP/s."""
     lines = ["", f"5. Scaling: {part['features']}-w-w-1 relu, Adam, {part['rows_of_data']:,} rows shuffled, "
              f"us per step (Keras fit {part['keras_fit']}); floors: the same step written plainly on one "
-             "fixed batch", f"   {'w':>5} {'batch':>5} {'MFLOP':>8} {'fused':>9} {'xla':>9} {'graph':>9} {'fit':>9} "
-             f"{'floor':>9} {'tf.fn':>9}  {'floor/fused':>11} {'xla/floor':>9} {'graph/fn':>8} {'fit/fused':>9} "
+             "fixed batch (floor, tf.fn) and shuffled with a guarded update as the modes (sh.floor, sh.tf.fn)",
+             f"   {'w':>5} {'batch':>5} {'MFLOP':>8} {'fused':>9} {'xla':>9} {'graph':>9} {'fit':>9} "
+             f"{'floor':>9} {'tf.fn':>9} {'sh.floor':>9} {'sh.tf.fn':>9}  {'floor/fused':>11} {'xla/floor':>9} "
+             f"{'graph/fn':>8} {'sh.floor/fused':>14} {'graph/sh.fn':>11} {'fit/fused':>9} "
              f"{'fused GFLOP/s':>13} {'% ceiling':>9}"]
     for r in part["rows"]:
         lines.append(f"   {r['width']:>5} {r['batch']:>5} {r['flops_per_step'] / 1e6:>8.2f} "
                      + " ".join(f"{_fmt(r[m]['median']):>9}" for m in bench_scaling.METHODS)
                      + f"  {r['fused_vs_floor']:>11.2f} {r['xla_over_floor']:>9.2f} {r['graph_over_floor']:>8.2f} "
+                     f"{r['fused_vs_shuffled_floor']:>14.2f} {r['graph_over_shuffled_floor']:>11.2f} "
                      f"{r['fused_vs_keras_fit']:>9.2f} {r['fused']['gflops']:>13.1f} {r['fused_pct_of_ceiling']:>9.0f}")
     return lines
 
@@ -467,7 +480,7 @@ def plot_scaling(part: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=100)
-    styles = dict(zip(bench_scaling.METHODS, ("o-", "s--", "^--", "v:", "k.-", "x:")))
+    styles = dict(zip(bench_scaling.METHODS, ("o-", "s--", "^--", "v:", "k.-", "x:", "k.:", "+:")))
     for method in bench_scaling.METHODS:
         pts = sorted((r["flops_per_step"], r[method]["median"]) for r in part["rows"])
         if pts:

@@ -169,8 +169,8 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
     # The parser's per-step count and the opcodes of the loop's computations, counted apart, agree.
     assert code["per_step"] == sum(code["step_by_opcode"].values()) > 0 and code["compiled_whole"] is True
     assert code["ns_per_instruction"] == pytest.approx(part1["rows"][-1]["median"] * 1e3 / code["per_step"])
-    floors = part1["fused_step_floors"]  # the stripped Adam step and the minimal SGD step, one XLA loop each
-    assert len(floors) == 2
+    floors = part1["fused_step_floors"]  # the stripped Adam step, flat, and the minimal SGD step: an XLA loop each
+    assert len(floors) == 3
     for row in floors:
         _check_timing(row, row["name"])
         assert row["ratio_to_fused"] == pytest.approx(row["median"] / part1["rows"][-1]["median"])
@@ -221,6 +221,10 @@ def test_quick_bench_writes_a_complete_json_and_chart_then_refuses_to_overwrite(
         _check_timing(point[method], method)
         assert point[method]["gflops"] == pytest.approx(point["flops_per_step"] / point[method]["median"] / 1e3)
     assert point["fused_vs_floor"] == pytest.approx(point["floor_xla_loop"]["median"] / point["fused"]["median"])
+    assert point["fused_vs_shuffled_floor"] == pytest.approx(point["shuffled_floor_xla_loop"]["median"]
+                                                             / point["fused"]["median"])
+    assert point["graph_over_shuffled_floor"] == pytest.approx(point["graph"]["median"]
+                                                               / point["shuffled_floor_tf_function"]["median"])
     assert point["fused_pct_of_ceiling"] == pytest.approx(100 * point["fused"]["gflops"] / part5["ceiling_gflops"])
     assert part5["ceiling_gflops"] == part3["ceiling"]["gflops"]
     assert (out / "bench_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,3 +293,56 @@ def test_scaling_floor_is_the_projects_adam_step_written_plainly():
     floor = np.concatenate([v.numpy().ravel() for v in plain.params])
     moved = np.max(np.abs(ours - np.concatenate([a.ravel() for a in initial])))
     assert np.max(np.abs(ours - floor)) <= 1e-5 * np.max(np.abs(floor)) < moved / 100  # and it trained
+
+
+def test_flat_lecture_floor_is_the_projects_adam_step():
+    """The flat-buffer floor of the lecture step (one Variable of the 9 weights, one per slot) trains
+    as the project does: 200 full-batch Adam steps from the same weights agree with the project's xla
+    mode within 1e-5 relative to the largest weight (float32: the two programs round the gradient's
+    sums in their own orders, which Adam's division by sqrt(v) carries into the steps)."""
+    import tensorflow as tf
+
+    from tfscope.profiling import bench_lecture
+
+    ours, floor_trainer = bench_lecture.project_trainer(), bench_lecture.project_trainer()
+    initial = np.concatenate([v.numpy().ravel() for v in ours.model.weights])
+    loop, flat = bench_lecture.flat_adam_floor(floor_trainer)
+    assert int(tf.function(loop, jit_compile=True, autograph=False)(tf.constant(200))) == 200
+    assert len(ours.run_chunk(200, "xla").losses) == 200
+    got = np.concatenate([v.numpy().ravel() for v in ours.model.weights])
+    moved = np.max(np.abs(got - initial))
+    assert np.max(np.abs(got - flat.numpy())) <= 1e-5 * np.max(np.abs(got)) < moved / 100
+
+
+@pytest.mark.parametrize("compiled", ["xla loop", "tf.function"])
+def test_shuffled_floor_takes_the_projects_rows_and_steps(compiled):
+    """The shuffled floors do the modes' work written plainly: from the same weights, 40 steps of batch 32
+    on all 4,096 rows (the Feistel order of seed 0, an epoch of 128 steps) give the project's weights
+    within 1e-5 relative to the largest (float32, as for the fixed-batch floor); a fixed batch does not."""
+    import tensorflow as tf
+
+    from tfscope.core.config import TrainConfig
+    from tfscope.core.train.trainer import Trainer
+    from tfscope.profiling import bench_scaling as bs
+
+    width, batch, steps = 8, 32, 40
+    config = TrainConfig(hidden=[width, width], activation="relu", optimizer="adam", learning_rate=bs.LEARNING_RATE,
+                         batch_size=batch, mode="fused", target_loss=0.0, standardize=False, seed=0)
+    trainer = Trainer(config, bs.random_data())
+    initial = [v.numpy() for v in trainer.model.weights]
+    assert len(trainer.run_chunk(steps).losses) == steps
+    ours = np.concatenate([v.numpy().ravel() for v in trainer.model.weights])
+
+    def floor(**extras: bool) -> np.ndarray:
+        plain = bs.PlainStep(width, batch, init=initial, **extras)
+        if compiled == "xla loop":
+            tf.function(plain.loop, jit_compile=True, autograph=False)(tf.constant(steps))
+        else:
+            step = tf.function(plain.step, autograph=False)
+            for _ in range(steps):
+                step()
+        return np.concatenate([v.numpy().ravel() for v in plain.params])
+
+    scale = np.max(np.abs(ours))
+    assert np.max(np.abs(ours - floor(shuffled=True, guarded=True))) <= 1e-5 * scale
+    assert np.max(np.abs(ours - floor())) > 1e-3 * scale  # the rows matter: the fixed batch trains elsewhere
