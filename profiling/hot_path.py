@@ -287,7 +287,7 @@ def format_top(report: dict, top: int = 10) -> str:
                      "so shares add up to more than the explained share")
     if report.get("loops_compiled_whole"):
         loops = ", ".join(report["loops_compiled_whole"])
-        lines.append(f"the fused loop ({loops}) ran as one compiled function, as it does in training: its "
+        lines.append(f"the loop ({loops}) ran as one compiled function, as it does in training: its "
                      "instructions are not timed one by one; `tfscope profile --per-instruction` times each, in a "
                      "build that runs every instruction as its own runtime call (slower; read shares)")
     return "\n".join(lines)
