@@ -222,8 +222,8 @@ class Trainer:
         steps, which gathers its rows: XLA:CPU compiles a loop into one function only when its cost
         analysis finds it small (core/xla_flags.py), and it counts a gather as reading all of the
         dataset (4,096 rows of 16 features: 256 KiB, the threshold), so a small step with its gathers
-        paid a runtime call per instruction (16-16-16-1, batch 32: 13.9 us a step; 6.0 us so, the plain
-        loop on a fixed batch 5.6). The outer loop computes each step's rows one step ahead: computed
+        paid a runtime call per instruction (16-16-16-1, batch 32: 13.9 us a step; 6.3 us so, the plain
+        loop on a fixed batch 5.6, and 14.6 shuffled: `tfscope bench`, part 5). The outer loop computes each step's rows one step ahead: computed
         beside the gathers that read them, XLA fused the hash into both gathers and recomputed it per
         element gathered (a loop of the hash and the two gathers alone, batch 1,024 of 16 features:
         26.7 us per step, 15.5 with the rows carried). A sort run has an outer loop once per epoch
