@@ -281,10 +281,7 @@ def lecture_step_floors(steps: int = 1_000_000, warmup: int = 1, repeats: int = 
         def body(i: tf.Tensor, *ws: tf.Tensor) -> tuple[tf.Tensor, ...]:
             with tf.GradientTape() as tape:
                 tape.watch(ws)
-                a = x
-                for k, layer in enumerate(mlp.layers):
-                    a = layer.apply(ws[2 * k:2 * k + 2], a)  # (19, width)
-                value = loss_fn(a, z)
+                value = loss_fn(mlp.apply(ws, x), z)
             return (i + 1, *[w - 0.01 * g for w, g in zip(ws, tape.gradient(value, ws))])
 
         start = [tf.convert_to_tensor(w) for w in mlp.weights]
@@ -318,10 +315,7 @@ def flat_adam_floor(trainer: Trainer) -> tuple[Callable[[tf.Tensor], tf.Tensor],
             with tf.GradientTape() as tape:
                 tape.watch(p)
                 views = [tf.reshape(w, s) for w, s in zip(tf.split(p, [s.num_elements() for s in shapes]), shapes)]
-                a = x
-                for k, layer in enumerate(mlp.layers):
-                    a = layer.apply(views[2 * k:2 * k + 2], a)
-                value = loss_fn(a, z)
+                value = loss_fn(mlp.apply(views, x), z)
             g = tape.gradient(value, p)
             t.assign_add(1.0)
             m.assign(b1 * m + (1 - b1) * g)

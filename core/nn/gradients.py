@@ -46,12 +46,7 @@ def chain_rule_gradients(mlp: MLP, loss: str, x: tf.Tensor, z: tf.Tensor) -> tup
 
 def loss_at(mlp: MLP, loss: str, weights: list[np.ndarray], x: np.ndarray, z: np.ndarray) -> float:
     """The loss of `mlp`'s architecture with the given weights, evaluated in float64."""
-    a = tf.constant(x, tf.float64)
-    i = 0
-    for layer in mlp.layers:
-        n = len(layer.params)
-        a = layer.apply([tf.constant(w) for w in weights[i:i + n]], a)
-        i += n
+    a = mlp.apply([tf.constant(w) for w in weights], tf.constant(x, tf.float64))
     return float(losses.get(loss)(a, tf.constant(z, tf.float64)))
 
 

@@ -172,7 +172,11 @@ class Trainer:
             perm = self.epoch_permutation(step) if given is None else given
             # A gather, not tf.slice: XLA needs a slice's start at compile time and would recompile every step.
             idx = tf.gather(perm, shuffle.positions(step, self.batch_size, self.batches_per_epoch))  # (batch,)
-        return tf.gather(self.x, idx), tf.gather(self.z, idx)  # (batch, n_in), (batch, n_out)
+        return self.gather_rows(idx)
+
+    def gather_rows(self, idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The training rows at indices `idx` (batch,): (batch, n_in), (batch, n_out)."""
+        return tf.gather(self.x, idx), tf.gather(self.z, idx)
 
     def train_step(self) -> tf.Tensor:
         """One step: loss at the current weights, then the update unless that loss is non-finite.
@@ -219,17 +223,16 @@ class Trainer:
 
         The loop stops after the first step whose loss is non-finite (that step changed nothing) or is
         at most the target. A Feistel run's step is a loop of its own (of one step) inside the loop over
-        steps, which gathers its rows: XLA:CPU compiles a loop into one function only when its cost
-        analysis finds it small (core/xla_flags.py), and it counts a gather as reading all of the
-        dataset (4,096 rows of 16 features: 256 KiB, the threshold), so a small step with its gathers
-        paid a runtime call per instruction (16-16-16-1, batch 32: 13.9 us a step; 6.3 us so, the plain
-        loop on a fixed batch 5.6, and 14.6 shuffled: `tfscope bench`, part 5). The outer loop computes each step's rows one step ahead: computed
-        beside the gathers that read them, XLA fused the hash into both gathers and recomputed it per
-        element gathered (a loop of the hash and the two gathers alone, batch 1,024 of 16 features:
-        26.7 us per step, 15.5 with the rows carried). A sort run has an outer loop once per epoch
-        touched: it takes the epoch's row order (`held_permutation`: a sort of all rows only when the
-        epoch is new) and an inner loop runs that epoch's steps.
-        """
+        steps, which gathers its rows. XLA:CPU compiles a loop into one function only when its cost
+        analysis finds an iteration small (core/xla_flags.py) and counts a gather as reading all of the
+        dataset (4,096 rows of 16 features: 256 KiB, the threshold alone), so a small step beside its
+        gathers paid a runtime call per instruction (16-16-16-1, batch 32: 13.9 us a step; 6.3 us so,
+        the plain loop on a fixed batch 5.6, shuffled 14.6: `tfscope bench`, part 5). The outer loop
+        computes each step's rows one step ahead: computed beside the gathers that read them, XLA fused
+        the hash into both gathers and recomputed it per element gathered (the hash and the two gathers
+        alone, batch 1,024 of 16 features: 26.7 us per step, 15.5 with the rows carried). A sort run has
+        an outer loop once per epoch touched: it takes the epoch's row order (`held_permutation`: a sort
+        of all rows only when the epoch is new) and an inner loop runs that epoch's steps."""
         k = self.steps_per_call
         n = tf.minimum(n, k)
         it = self.optimizer.iterations
@@ -260,8 +263,8 @@ class Trainer:
                 return self.batch_rows(first + tf.cast(i, tf.int64))
 
             def gathered(i, hist, done, rows):
-                x, z = tf.gather(self.x, rows), tf.gather(self.z, rows)  # (batch, n_in), (batch, n_out)
-                i, hist, done = steps((i, hist, done), i + 1, lambda _: self._step_on(x, z))
+                batch = self.gather_rows(rows)
+                i, hist, done = steps((i, hist, done), i + 1, lambda _: self._step_on(*batch))
                 return i, hist, done, rows_of(i)
 
             i, hist, _, _ = outer(gathered, (*state, rows_of(state[0])))
