@@ -278,16 +278,6 @@ class Regressor(tf.Module):
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.norm.z_out(self.mlp(self.norm.x_in(x)))  # (batch, out)
 
-    def apply(self, weights: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-        """The output for x with `weights` (in the order of the layers' params) in place of the Variables:
-        for other dtypes (float64 copies) and for weights held as tensors, e.g. loop values."""
-        i = 0
-        for layer in self.layers:
-            n = len(layer.params)
-            x = layer.apply(weights[i:i + n], x)
-            i += n
-        return x
-
     def layer_outputs(self, x: tf.Tensor) -> list[tf.Tensor]:
         """Standardised input, each layer's output, then the raw output: for localising mismatches."""
         xs = self.norm.x_in(x)
@@ -330,16 +320,6 @@ class Classifier(Regressor):
 
     def probabilities(self, x: tf.Tensor) -> tf.Tensor:
         return losses.probabilities(self(x))  # (batch, classes)
-
-    def apply(self, weights: Sequence[tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-        """The output for x with `weights` (in the order of the layers' params) in place of the Variables:
-        for other dtypes (float64 copies) and for weights held as tensors, e.g. loop values."""
-        i = 0
-        for layer in self.layers:
-            n = len(layer.params)
-            x = layer.apply(weights[i:i + n], x)
-            i += n
-        return x
 
     def layer_outputs(self, x: tf.Tensor) -> list[tf.Tensor]:
         """Standardised input, each layer's output (the last: logits), then the probabilities."""
